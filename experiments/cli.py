@@ -1,0 +1,186 @@
+"""The `speechprobe` command: one subcommand per step of the data flow.
+
+Bad input ends in one line on stderr naming the file or value and exit code 2; `--traceback` shows the
+full trace for debugging.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tasks.errors import CorpusError
+
+USER_ERRORS: tuple[type[Exception], ...] = (CorpusError,)
+
+
+def _column_map(pairs: Sequence[str] | None) -> dict[str, str] | None:
+    """`--column speaker=speaker_id` pairs: canonical name = column in the source."""
+    if not pairs:
+        return None
+    mapping = {}
+    for pair in pairs:
+        canonical, sep, source = pair.partition("=")
+        if not sep or not canonical or not source:
+            raise CorpusError(f"--column {pair!r} is not CANONICAL=SOURCE (e.g. speaker=speaker_id)")
+        mapping[canonical] = source
+    return mapping
+
+
+def _add_corpus_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--column", action="append", metavar="NAME=SOURCE",
+                        help="map a canonical column (speaker, gender, dialect, channel, text, utt_id) to a "
+                             "column of the source, e.g. --column dialect=accent; repeatable")
+    parser.add_argument("--hf-split", default="train", help="split of a Hugging Face dataset (default: train)")
+
+
+def _load(args: argparse.Namespace, source: str):
+    from tasks.corpus import load_corpus
+
+    return load_corpus(source, columns=_column_map(args.column), split=args.hf_split)
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from tasks.summary import summarize
+
+    if args.summary:
+        print(summarize(_load(args, args.summary).metadata, args.summary))
+        return 0
+    if args.check:
+        corpus = _load(args, args.check)
+        problems = corpus.check(sample_rate=16000, progress=not args.quiet)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            raise CorpusError(f"{args.check}: {len(problems)} of {len(corpus)} audio files cannot be used (listed above)")
+        print(f"{args.check}: all {len(corpus)} audio files decode and hold sound")
+        return 0
+    if not args.out:
+        raise CorpusError("give --out DIR to build a corpus, or --summary/--check SOURCE to inspect one")
+    from tasks.synthetic import build_corpus, config_from_args
+
+    config = config_from_args(args.preset, speakers=args.speakers, utterances=args.utterances,
+                              dialects=args.dialects, channels=args.channels, seed=args.seed)
+    path, reused = build_corpus(args.out, config, jobs=args.jobs, progress=not args.quiet)
+    n = config.speakers * config.utterances_per_speaker
+    print(f"{'reused cached' if reused else 'built'} corpus {path}: {config.speakers} speakers, {n} utterances")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from tasks.splits import control_labels, control_split, cross_validation_splits
+    from tasks.tasks import get_task, task_labels
+
+    corpus = _load(args, args.corpus)
+    metadata = corpus.metadata
+    task = get_task(args.task, metadata)
+    labels = task_labels(metadata, task)
+    splits = cross_validation_splits(metadata, task, folds=args.folds, seed=args.seed)
+    table = pd.DataFrame({"utt_id": metadata["utt_id"], "speaker": metadata.get("speaker"), "label": labels})
+    for fold, split in enumerate(splits):
+        table[f"fold{fold}"] = _part_names(len(table), split)
+    table["control_label"] = control_labels(metadata, task, seed=args.seed)
+    table["control_part"] = _part_names(len(table), control_split(metadata, seed=args.seed, folds=args.folds))
+    first = splits[0]
+    print(f"task {task.name} (column {task.label_column}, {task.split_policy.replace('_', '-')} split), "
+          f"{len(set(labels))} classes, {args.folds} folds")
+    for part in ("train", "validation", "test"):
+        index = getattr(first, part)
+        speakers = metadata["speaker"].iloc[index].nunique() if "speaker" in metadata else 0
+        print(f"  fold 0 {part:<10} {len(index):>6} utterances {speakers:>5} speakers")
+    if args.out:
+        write_atomically(Path(args.out), lambda tmp: table.to_csv(tmp, index=False))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _part_names(n: int, split) -> list[str]:
+    names = [""] * n
+    for part in ("train", "validation", "test"):
+        for index in getattr(split, part):
+            names[index] = part
+    return names
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder and rename, so `path` is never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speechprobe",
+        description="Neuron probing for pretrained speech encoders: corpora, representations, probes, neurons.")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from tasks.channels import CHANNELS
+    from tasks.synthetic import PRESETS
+    from tasks.voices import DIALECTS
+
+    corpus = sub.add_parser(
+        "corpus", help="build the synthetic labelled speech corpus, or summarise/check a corpus",
+        description="Build the synthetic corpus (espeak-ng voices x dialects x channels) into --out, reusing it "
+                    "when it is already there; or print a corpus's label counts (--summary) or decode every "
+                    "file (--check). SOURCE is a corpus folder, a CSV file or a Hugging Face dataset.")
+    mode = corpus.add_mutually_exclusive_group()
+    mode.add_argument("--out", metavar="DIR", help="build the synthetic corpus here")
+    mode.add_argument("--summary", metavar="SOURCE", help="print counts per label and per cell")
+    mode.add_argument("--check", metavar="SOURCE", help="decode every audio file and report the unusable ones")
+    corpus.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                        help="size preset (default: 64 speakers x 10 utterances; large: 320 speakers)")
+    corpus.add_argument("--speakers", type=int, help="number of speakers (a multiple of 2 x dialects)")
+    corpus.add_argument("--utterances", type=int, help="utterances per speaker in each channel")
+    corpus.add_argument("--dialects", nargs="+", metavar="DIALECT", help=f"from: {' '.join(DIALECTS)}")
+    corpus.add_argument("--channels", nargs="+", metavar="CHANNEL", help=f"from: {' '.join(CHANNELS)}")
+    corpus.add_argument("--seed", type=int, help="random seed (default 0); same seed, same bytes")
+    corpus.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+    corpus.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_corpus_source(corpus)
+    corpus.set_defaults(func=cmd_corpus)
+
+    split = sub.add_parser(
+        "split", help="make a task's seeded train/validation/test split and cross-validation folds",
+        description="Split a corpus for a task: speaker-disjoint for attribute tasks (gender, dialect, channel, "
+                    "any label column), within speakers for speaker identification; plus the task's control "
+                    "labels on their within-speaker split. Prints part sizes; --out writes one row per utterance.")
+    split.add_argument("--corpus", required=True, metavar="SOURCE")
+    split.add_argument("--task", required=True, help="speaker, gender, dialect, channel or a label column")
+    split.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5: 60/20/20)")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--out", metavar="FILE.csv", help="write the split table here")
+    _add_corpus_source(split)
+    split.set_defaults(func=cmd_split)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as error:
+        if args.traceback:
+            raise
+        print(f"speechprobe: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("speechprobe: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
