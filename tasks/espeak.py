@@ -10,10 +10,9 @@ before. Byte-identical corpora therefore need each unit of work
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -49,39 +48,25 @@ def _library_and_data() -> tuple[str, str]:
     raise CorpusError("espeak-ng not found: install the `espeakng-loader` wheel or a system libespeak-ng")
 
 
-def private_data_dir(cache_root: Path) -> Path:
-    """A private espeak-ng data folder, so custom voice variants never touch site-packages.
+def private_data_dir(root: Path, variants: Mapping[str, str]) -> Path:
+    """An espeak-ng data folder under `root` whose only voice variants are `variants` (name -> file text).
 
-    Only `voices/` is copied (400 kB); the dictionaries and phoneme data (19 MB) are symlinked.
+    espeak-ng lists at most 349 voices and variants; stock data already fills most of that list, so a
+    folder holding many custom variants makes languages vanish. Each speaker therefore gets a folder of
+    its own: symlinks to the dictionaries and phoneme data (19 MB, never copied) and a `voices/!v/`
+    holding just that speaker's variant. Keep `root` short: espeak-ng truncates long paths.
     """
     _, data = _library_and_data()
-    # Keyed by the installation it links to, so a removed venv never leaves dangling links in use.
-    target = cache_root / f"espeak-ng-data-{hashlib.sha1(str(Path(data).resolve()).encode()).hexdigest()[:12]}"
-    if not (target / "phontab").exists() or not (target / "voices" / _VARIANT_DIR).is_dir():
-        cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = cache_root / f"espeak-ng-data.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for entry in Path(data).iterdir():
-            if entry.name == "voices":
-                shutil.copytree(entry, tmp / "voices")
-            else:
-                (tmp / entry.name).symlink_to(entry.resolve())
-        (tmp / "voices" / _VARIANT_DIR).mkdir(exist_ok=True)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process made it first: its copy is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
+    target = Path(root) / "espeak-ng-data"
+    target.mkdir(parents=True)
+    for entry in Path(data).iterdir():
+        if entry.name != "voices":
+            (target / entry.name).symlink_to(entry.resolve())
+    variant_dir = target / "voices" / _VARIANT_DIR
+    variant_dir.mkdir(parents=True)
+    for name, text in variants.items():
+        (variant_dir / name).write_text(text)
     return target
-
-
-def install_variant(data_dir: Path, name: str, text: str) -> None:
-    """Install a voice variant file (espeak-ng's `voices/!v/NAME` format) in a private data folder."""
-    path = Path(data_dir) / "voices" / _VARIANT_DIR / name
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
 
 
 class Espeak:

@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from tasks.channels import CHANNELS, SAMPLE_RATE, record
 from tasks.errors import CorpusError
 from tasks.espeak import SAMPLE_RATE as ESPEAK_RATE
-from tasks.espeak import Espeak, install_variant, private_data_dir
+from tasks.espeak import Espeak, private_data_dir
 from tasks.texts import sentences
 from tasks.voices import DIALECTS, GENDERS, Voice, sample_voice
 
@@ -32,6 +33,7 @@ GENERATOR_VERSION = 1
 MANIFEST = "corpus.json"
 METADATA = "metadata.csv"
 SPEAKERS = "speakers.csv"
+VARIANT = "speaker"  # each speaker has an espeak data folder of its own, so one variant name serves
 
 # Independent random streams, one per purpose, so adding a speaker never changes another's draws.
 _UP, _DOWN = SAMPLE_RATE // math.gcd(SAMPLE_RATE, ESPEAK_RATE), ESPEAK_RATE // math.gcd(SAMPLE_RATE, ESPEAK_RATE)
@@ -136,44 +138,35 @@ def plan_corpus(config: CorpusConfig) -> list[SpeakerPlan]:
     return sorted(plans, key=lambda p: p.voice.speaker)
 
 
-def _render_speaker(plan: SpeakerPlan, espeak_dir: str, out_dir: str) -> list[dict[str, object]]:
+def _render_speaker(plan: SpeakerPlan, out_dir: str) -> list[dict[str, object]]:
     """Synthesise, record and write one speaker's files; runs in a fresh process (see tasks.espeak)."""
-    engine = Espeak(Path(espeak_dir))
     voice = plan.voice
-    rows = []
-    for utt in plan.utterances:
-        dry = engine.synthesize(utt.text, voice.language, variant_name(voice), voice.rate_wpm, seed=utt.seed[-1])
-        speech = signal.resample_poly(dry.astype(np.float64) / 32768.0, _UP, _DOWN)
-        samples, params = record(speech, utt.channel, _rng(*utt.seed))
-        file_name = f"audio/{voice.speaker}/{utt.utt_id}.wav"
-        path = Path(out_dir) / file_name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, samples, SAMPLE_RATE, subtype="PCM_16")
-        rows.append({
-            "file_name": file_name,
-            "utt_id": utt.utt_id,
-            "speaker": voice.speaker,
-            "gender": voice.gender,
-            "dialect": voice.dialect,
-            "channel": utt.channel,
-            "text": utt.text,
-            "duration": round(len(samples) / SAMPLE_RATE, 4),
-            "text_kind": utt.text_kind,
-            "channel_params": json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                          for k, v in sorted(params.items())}),
-        })
-    return rows
+    with tempfile.TemporaryDirectory(prefix="sp-") as root:
+        engine = Espeak(private_data_dir(Path(root), {VARIANT: voice.variant_text()}))
+        return [_render_utterance(engine, voice, utt, Path(out_dir)) for utt in plan.utterances]
 
 
-def variant_name(voice: Voice) -> str:
-    """Named by content, so corpora with different seeds can share one espeak data folder."""
-    return "sp" + hashlib.sha1(voice.variant_text().encode()).hexdigest()[:10]  # espeak caps voice names
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("SPEECHPROBE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "speechprobe")
-    return Path(root)
+def _render_utterance(engine: Espeak, voice: Voice, utt: UtterancePlan, out_dir: Path) -> dict[str, object]:
+    dry = engine.synthesize(utt.text, voice.language, VARIANT, voice.rate_wpm, seed=utt.seed[-1])
+    speech = signal.resample_poly(dry.astype(np.float64) / 32768.0, _UP, _DOWN)
+    samples, params = record(speech, utt.channel, _rng(*utt.seed))
+    file_name = f"audio/{voice.speaker}/{utt.utt_id}.wav"
+    path = out_dir / file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples, SAMPLE_RATE, subtype="PCM_16")
+    return {
+        "file_name": file_name,
+        "utt_id": utt.utt_id,
+        "speaker": voice.speaker,
+        "gender": voice.gender,
+        "dialect": voice.dialect,
+        "channel": utt.channel,
+        "text": utt.text,
+        "duration": round(len(samples) / SAMPLE_RATE, 4),
+        "text_kind": utt.text_kind,
+        "channel_params": json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                      for k, v in sorted(params.items())}),
+    }
 
 
 def read_manifest(directory: Path) -> dict | None:
@@ -202,16 +195,13 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), *, jobs
         if not out.is_dir() or any(out.iterdir()):
             raise CorpusError(f"{out} exists and is not a speechprobe corpus; choose another --out")
     plans = plan_corpus(config)
-    espeak_dir = private_data_dir(default_cache_dir())
-    for plan in plans:
-        install_variant(espeak_dir, variant_name(plan.voice), plan.voice.variant_text())
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        rows = _render_all(plans, espeak_dir, tmp, jobs or os.cpu_count() or 1, progress)
+        rows = _render_all(plans, tmp, jobs or os.cpu_count() or 1, progress)
         metadata = pd.DataFrame(rows).sort_values("utt_id", kind="stable").reset_index(drop=True)
         metadata.to_csv(tmp / METADATA, index=False)
         pd.DataFrame([p.voice.as_row() for p in plans]).to_csv(tmp / SPEAKERS, index=False)
@@ -233,7 +223,7 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), *, jobs
     return out, False
 
 
-def _render_all(plans: list[SpeakerPlan], espeak_dir: Path, out_dir: Path, jobs: int,
+def _render_all(plans: list[SpeakerPlan], out_dir: Path, jobs: int,
                 progress: bool) -> list[dict[str, object]]:
     """One fresh process per speaker (maxtasksperchild=1), so espeak's hidden state starts pristine.
 
@@ -243,7 +233,7 @@ def _render_all(plans: list[SpeakerPlan], espeak_dir: Path, out_dir: Path, jobs:
     context = multiprocessing.get_context("fork")
     total = sum(len(p.utterances) for p in plans)
     rows: list[dict[str, object]] = []
-    work = [(plan, str(espeak_dir), str(out_dir)) for plan in plans]
+    work = [(plan, str(out_dir)) for plan in plans]
     with context.Pool(processes=min(jobs, len(plans)), maxtasksperchild=1) as pool, \
             tqdm(total=total, unit="utt", desc="synthesising", disable=not progress) as bar:
         for speaker_rows in pool.imap_unordered(_render_speaker_job, work):
@@ -252,7 +242,7 @@ def _render_all(plans: list[SpeakerPlan], espeak_dir: Path, out_dir: Path, jobs:
     return rows
 
 
-def _render_speaker_job(job: tuple[SpeakerPlan, str, str]) -> list[dict[str, object]]:
+def _render_speaker_job(job: tuple[SpeakerPlan, str]) -> list[dict[str, object]]:
     return _render_speaker(*job)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.espeak import SAMPLE_RATE, Espeak, install_variant, private_data_dir
+from tasks.espeak import SAMPLE_RATE, Espeak, private_data_dir
 from tasks.voices import DIALECTS, sample_voice
 
 TEXT = "The quiet farmer carried the wooden basket."
@@ -22,7 +22,7 @@ def _fresh(*jobs: tuple[str, str, str | None, int]) -> list[bytes]:
 
 
 def test_every_dialect_speaks(tmp_path: Path) -> None:
-    data_dir = private_data_dir(tmp_path)
+    data_dir = private_data_dir(tmp_path, {})
     lengths = {}
     for dialect, language in DIALECTS.items():
         (wave,) = [np.frombuffer(b, np.int16) for b in _fresh((str(data_dir), language, None, 0))]
@@ -33,11 +33,10 @@ def test_every_dialect_speaks(tmp_path: Path) -> None:
 
 
 def test_variants_change_the_voice_and_seeded_synthesis_repeats(tmp_path: Path) -> None:
-    data_dir = private_data_dir(tmp_path)
     low = sample_voice("a", "male", "en-US", np.random.default_rng(0))
     high = sample_voice("b", "female", "en-US", np.random.default_rng(0))
-    install_variant(data_dir, "low", low.variant_text())
-    install_variant(data_dir, "high", high.variant_text())
+    data_dir = private_data_dir(tmp_path, {"low": low.variant_text(), "high": high.variant_text()})
+    assert sorted(p.name for p in (data_dir / "voices" / "!v").iterdir()) == ["high", "low"]
     first, again, other_seed, other_voice = _fresh(
         (str(data_dir), "en-us", "low", 1), (str(data_dir), "en-us", "low", 1),
         (str(data_dir), "en-us", "low", 2), (str(data_dir), "en-us", "high", 1))
