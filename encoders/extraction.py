@@ -1,0 +1,254 @@
+"""Extraction: a frozen encoder reads a corpus once and writes every layer's pooled vectors to a store.
+
+It runs as a Lightning `Trainer.predict` loop with a prediction writer, so `devices=N` (DDP over GPUs,
+or CPU processes) scales it out unchanged: each rank takes every N-th batch and commits its own shards.
+Batches are sorted into length buckets (longest first, so an out-of-memory batch fails in the first
+seconds), every layer comes from one forward pass under inference mode, and only pooled vectors leave
+the device, so memory is bounded by the batch, not the corpus.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from encoders.base import EncoderError, SpeechEncoder
+from encoders.pooling import POOLINGS, pool, pooled_dim
+from encoders.store import DTYPES, StoreSettings, StoreWriter
+from tasks.corpus import Corpus
+from tasks.errors import CorpusError
+
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+
+
+def resolve_layers(encoder: SpeechEncoder, layers: Sequence[str] | None) -> list[int]:
+    """Layer names or positions (negative from the end) -> positions; None means every layer."""
+    if not layers:
+        return list(range(len(encoder.layer_names)))
+    positions = []
+    for layer in layers:
+        if layer in encoder.layer_names:
+            positions.append(encoder.layer_names.index(layer))
+        elif layer.lstrip("-").isdigit() and -len(encoder.layer_names) <= int(layer) < len(encoder.layer_names):
+            positions.append(int(layer) % len(encoder.layer_names))
+        else:
+            raise EncoderError(f"encoder {encoder.name} has no layer {layer!r}; layers: {', '.join(encoder.layer_names)}")
+    return sorted(set(positions))
+
+
+class CorpusAudio(Dataset):
+    """Utterances at the encoder's sample rate; a bad file becomes an error carried to the main process,
+    so the user sees one line naming it instead of a DataLoader worker traceback."""
+
+    def __init__(self, corpus: Corpus, sample_rate: int) -> None:
+        self.corpus, self.sample_rate = corpus, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return index, self.corpus.load_audio(index, self.sample_rate), None
+        except CorpusError as error:
+            return index, None, str(error)
+
+
+def collate(items: list[tuple[int, np.ndarray | None, str | None]]) -> dict[str, Any]:
+    """Right-pad the batch with zeros; the lengths say where each row's real audio ends."""
+    errors = [error for _, _, error in items if error]
+    waves = [wave if wave is not None else np.zeros(1, np.float32) for _, wave, _ in items]
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    batch = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    for row, wave in enumerate(waves):
+        batch[row, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
+    return {"indices": torch.tensor([i for i, _, _ in items], dtype=torch.long), "waves": batch,
+            "lengths": lengths, "errors": errors}
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of similar length (little padding), longest first; rank r of N takes batches r, r+N, ..."""
+
+    def __init__(self, indices: Sequence[int], lengths: np.ndarray, batch_size: int, rank: int = 0,
+                 world_size: int = 1) -> None:
+        order = sorted(indices, key=lambda i: (-lengths[i], i))
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        self.batches = batches[rank::world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class ExtractionData(pl.LightningDataModule):
+    """The pending utterances of a corpus, read on every rank after all ranks agree on what is pending."""
+
+    def __init__(self, corpus: Corpus, writer: StoreWriter, sample_rate: int, lengths: np.ndarray,
+                 batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        self.corpus, self.writer, self.sample_rate, self.lengths = corpus, writer, sample_rate, lengths
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.pending: list[int] = []
+
+    def setup(self, stage: str) -> None:
+        done = self.writer.done_indices()
+        self.pending = [i for i in range(len(self.corpus)) if i not in done]
+        if self.trainer is not None:
+            self.trainer.strategy.barrier("pending-read")  # no rank commits a shard before all have read
+
+    def predict_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = LengthBucketSampler(self.pending, self.lengths, self.batch_size, rank, world)
+        return DataLoader(CorpusAudio(self.corpus, self.sample_rate), batch_sampler=sampler, collate_fn=collate,
+                          num_workers=self.num_workers, persistent_workers=False)
+
+
+class ExtractionModule(pl.LightningModule):
+    """Wraps a frozen encoder: one forward pass per batch, every chosen layer pooled on the device."""
+
+    def __init__(self, encoder: SpeechEncoder, layers: Sequence[int], pooling: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.layers, self.pooling = list(layers), pooling
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        if batch["errors"]:
+            raise CorpusError(batch["errors"][0])
+        try:
+            output = self.encoder(batch["waves"], batch["lengths"])
+        except torch.OutOfMemoryError:
+            raise EncoderError(f"out of memory on a batch of {len(batch['indices'])} utterances of up to "
+                               f"{batch['waves'].shape[1] / self.encoder.sample_rate:.1f} s; "
+                               "try a smaller --batch-size") from None
+        pooled = [pool(output.states[l], output.frame_lengths[l], self.pooling).float().cpu() for l in self.layers]
+        return {"indices": batch["indices"].cpu(), "pooled": pooled}
+
+
+class ShardWriter(BasePredictionWriter):
+    """Commits each batch as a shard the moment it is computed: a killed run loses one batch at most."""
+
+    def __init__(self, writer: StoreWriter, dtype: str) -> None:
+        super().__init__(write_interval="batch")
+        self.writer, self.dtype = writer, dtype
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                           dataloader_idx=0) -> None:
+        arrays = [p.numpy().astype(self.dtype) for p in prediction["pooled"]]
+        self.writer.commit_shard(prediction["indices"].numpy(), arrays)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        trainer.strategy.barrier("shards-committed")  # rank 0 assembles only once every rank is done
+
+
+class Progress(Callback):
+    """utterances/s, seconds of audio per second and an ETA, counted over all ranks' share of the work."""
+
+    def __init__(self, total: int, seconds_per_sample: float, enabled: bool) -> None:
+        self.total, self.seconds_per_sample, self.enabled = total, seconds_per_sample, enabled
+        self.bar: tqdm | None = None
+        self.audio_seconds, self.start = 0.0, 0.0
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        if self.enabled and trainer.is_global_zero:
+            self.bar = tqdm(total=self.total, unit="utt", desc="extracting", file=sys.stderr)
+            self.start = time.perf_counter()
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.bar is not None:
+            n = len(batch["indices"]) * trainer.world_size  # other ranks progress alike
+            self.audio_seconds += float(batch["lengths"].sum()) * self.seconds_per_sample * trainer.world_size
+            self.bar.update(min(n, self.total - self.bar.n))
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            self.bar.set_postfix(audio_s_per_s=f"{self.audio_seconds / elapsed:.1f}")
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    path: Path
+    reused: bool
+    is_main_process: bool
+    settings: StoreSettings
+
+
+def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling: str = "mean",
+            layers: Sequence[str] | None = None, batch_size: int = 16, devices: int = 1, accelerator: str = "auto",
+            precision: str = "32", dtype: str = "float32", num_workers: int = 0,
+            progress: bool = True) -> ExtractionResult:
+    """Extract (or reuse, or resume) the store at `out` for `corpus` through `encoder`."""
+    if pooling not in POOLINGS:
+        raise EncoderError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
+    if dtype not in DTYPES:
+        raise EncoderError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    if precision not in PRECISIONS:
+        raise EncoderError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if batch_size < 1 or devices < 1:
+        raise EncoderError("--batch-size and --devices must be at least 1")
+    positions = resolve_layers(encoder, layers)
+    settings = StoreSettings(
+        encoder=encoder.name, weights_hash=encoder.weights_hash(), corpus_fingerprint=corpus.fingerprint(),
+        utterances=len(corpus), pooling=pooling, dtype=dtype,
+        layers=tuple(encoder.layer_names[p] for p in positions),
+        layer_dims=tuple(pooled_dim(encoder.layer_dims[p], pooling) for p in positions))
+    writer = StoreWriter(Path(out), settings)
+    if writer.prepare():
+        return ExtractionResult(Path(out), True, True, settings)
+    lengths = np.ceil(corpus.durations() * encoder.sample_rate).astype(np.int64)
+    _check_lengths(corpus, lengths, encoder)
+    pending = len(corpus) - len(writer.done_indices())
+    _quiet_lightning()
+    try:
+        trainer = pl.Trainer(
+            accelerator=accelerator, devices=devices, precision=precision if precision != "32" else "32-true",
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            use_distributed_sampler=False, inference_mode=True,
+            callbacks=[ShardWriter(writer, dtype), Progress(pending, 1.0 / encoder.sample_rate, progress)])
+    except (ValueError, RuntimeError, MisconfigurationException) as error:  # e.g. 16-mixed or GPUs on a CPU
+        raise EncoderError(f"cannot run on --accelerator {accelerator} --devices {devices} "
+                           f"--precision {precision}: {' '.join(str(error).split())}") from None
+    module = ExtractionModule(encoder, positions, pooling)
+    data = ExtractionData(corpus, writer, encoder.sample_rate, lengths, batch_size, num_workers)
+    with warnings.catch_warnings():
+        # LengthBucketSampler returns every pending index by construction (no drop_last to set).
+        warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+        trainer.predict(module, datamodule=data, return_predictions=False)
+    if not trainer.is_global_zero:
+        return ExtractionResult(Path(out), False, False, settings)
+    writer.finalize(corpus.metadata, {"corpus_source": corpus.source, "sample_rate": encoder.sample_rate,
+                                      "encoder_info": encoder.describe()})
+    return ExtractionResult(Path(out), False, True, settings)
+
+
+def _quiet_lightning() -> None:
+    """Lightning's start-up banner (GPU available, tips) is noise in a command's output."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def _check_lengths(corpus: Corpus, lengths: np.ndarray, encoder: SpeechEncoder) -> None:
+    """Audio too short for the encoder fails before any compute, naming the utterance."""
+    short = np.flatnonzero(lengths < encoder.min_samples)
+    if len(short):
+        first = short[0]
+        utt = corpus.metadata["utt_id"].iloc[first] if "utt_id" in corpus.metadata else f"row {first}"
+        raise EncoderError(
+            f"{utt}: {lengths[first] / encoder.sample_rate:.3f} s of audio is shorter than {encoder.name}'s "
+            f"receptive field ({math.ceil(encoder.min_samples) / encoder.sample_rate:.3f} s); "
+            f"{len(short)} utterance(s) are too short")

