@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from encoders.errors import EncoderError
 
-class EncoderError(ValueError):
-    """An encoder name, model path, weights file or input that cannot be used, named in the message."""
+__all__ = ["EncoderError", "EncoderOutput", "SpeechEncoder", "cache_dir"]
 
 
 @dataclass

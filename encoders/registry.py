@@ -58,6 +58,11 @@ FIXED: dict[str, EncoderEntry] = {
     )
 }
 HF_PREFIX, RANDOM_PREFIX = "hf:", "random:"
+# Random-weights twins of the fixed encoders (the baseline for GE2E's LSTM and CREPE's CNN).
+RANDOM_FIXED: dict[str, tuple[str, Callable[..., SpeechEncoder]]] = {
+    "ge2e": ("LSTM", _lazy("encoders.ge2e", "ge2e", pretrained=False)),
+    "crepe-tiny": ("CNN", _lazy("encoders.crepe", "crepe", "tiny", pretrained=False)),
+}
 
 
 def known_names() -> list[str]:
@@ -75,6 +80,12 @@ def create_encoder(name: str, *, trust_remote_code: bool = False) -> SpeechEncod
         from encoders.hf import HFEncoder
 
         encoder = HFEncoder.from_pretrained(name[len(HF_PREFIX):], trust_remote_code=trust_remote_code)
+    elif name.startswith(RANDOM_PREFIX) and name[len(RANDOM_PREFIX):].partition("@")[0] in RANDOM_FIXED:
+        architecture, _, seed = name[len(RANDOM_PREFIX):].partition("@")
+        if seed and not seed.isdigit():
+            raise EncoderError(f"encoder {name}: the seed after @ must be a whole number, got {seed!r}")
+        encoder = RANDOM_FIXED[architecture][1](seed=int(seed or 0))
+        encoder.name = f"{RANDOM_PREFIX}{architecture}@{int(seed or 0)}"
     elif name.startswith(RANDOM_PREFIX):
         from encoders.hf import parse_random_name, random_encoder
 
@@ -95,6 +106,10 @@ def list_encoders() -> list[dict[str, object]]:
         from encoders.hf import RANDOM_ARCHITECTURES
     except ImportError:
         RANDOM_ARCHITECTURES = ()
+    for architecture, (kind, _) in RANDOM_FIXED.items():
+        rows.append({"name": f"{RANDOM_PREFIX}{architecture}", "architecture": kind,
+                     "description": f"{architecture} with seeded random weights (random:{architecture}@SEED)",
+                     "offline": True})
     for architecture in RANDOM_ARCHITECTURES:
         rows.append({"name": f"{RANDOM_PREFIX}{architecture}", "architecture": "Transformer",
                      "description": f"{architecture} base size, seeded random weights (append -tiny for a test size)",

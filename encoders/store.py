@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from encoders.base import EncoderError
+from encoders.choices import DTYPES
+from encoders.errors import EncoderError
 
 FORMAT = "speechprobe-representation-store"
 VERSION = 1
 MANIFEST, INDEX, PENDING = "manifest.json", "index.csv", "extraction.json"
 LAYERS_DIR, SHARDS_DIR = "layers", "shards"
-DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)

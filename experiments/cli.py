@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-from encoders.base import EncoderError
+from encoders.errors import EncoderError
 from tasks.errors import CorpusError
 
 USER_ERRORS: tuple[type[Exception], ...] = (CorpusError, EncoderError)
@@ -168,9 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from tasks.channels import CHANNELS
-    from tasks.synthetic import PRESETS
-    from tasks.voices import DIALECTS
+    from encoders.choices import DTYPES, POOLINGS
+    from tasks.catalog import CHANNEL_NAMES, DIALECTS, PRESET_NAMES
 
     corpus = sub.add_parser(
         "corpus", help="build the synthetic labelled speech corpus, or summarise/check a corpus",
@@ -181,12 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--out", metavar="DIR", help="build the synthetic corpus here")
     mode.add_argument("--summary", metavar="SOURCE", help="print counts per label and per cell")
     mode.add_argument("--check", metavar="SOURCE", help="decode every audio file and report the unusable ones")
-    corpus.add_argument("--preset", default="default", choices=sorted(PRESETS),
+    corpus.add_argument("--preset", default="default", choices=PRESET_NAMES,
                         help="size preset (default: 64 speakers x 10 utterances; large: 320 speakers)")
     corpus.add_argument("--speakers", type=int, help="number of speakers (a multiple of 2 x dialects)")
     corpus.add_argument("--utterances", type=int, help="utterances per speaker in each channel")
     corpus.add_argument("--dialects", nargs="+", metavar="DIALECT", help=f"from: {' '.join(DIALECTS)}")
-    corpus.add_argument("--channels", nargs="+", metavar="CHANNEL", help=f"from: {' '.join(CHANNELS)}")
+    corpus.add_argument("--channels", nargs="+", metavar="CHANNEL", help=f"from: {' '.join(CHANNEL_NAMES)}")
     corpus.add_argument("--seed", type=int, help="random seed (default 0); same seed, same bytes")
     corpus.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
     corpus.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -211,9 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
                                           "hf:<id or path> and random:<architecture> baselines.")
     encoders.add_argument("--layers", action="store_true", help="also load each offline encoder and list its layers")
     encoders.set_defaults(func=cmd_encoders)
-
-    from encoders.pooling import POOLINGS
-    from encoders.store import DTYPES
 
     extract = sub.add_parser(
         "extract", help="run a frozen encoder over a corpus once and store every layer's pooled vectors",

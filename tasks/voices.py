@@ -10,17 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# The English accents espeak-ng ships: dialect label -> espeak-ng language name.
-DIALECTS: dict[str, str] = {
-    "en-US": "en-us",
-    "en-US-nyc": "en-us-nyc",
-    "en-GB": "en",
-    "en-GB-x-rp": "en-gb-x-rp",
-    "en-GB-scotland": "en-gb-scotland",
-    "en-GB-x-gbclan": "en-gb-x-gbclan",
-    "en-GB-x-gbcwmd": "en-gb-x-gbcwmd",
-    "en-029": "en-029",
-}
+from tasks.catalog import DIALECTS
+
 GENDERS = ("female", "male")
 
 # (low, high) of the uniform draw for each gender; the ranges overlap on purpose.

@@ -91,3 +91,59 @@ def test_bad_input_is_one_line_and_exit_code_2(argv: list[str], message: str, ti
 def test_a_different_corpus_in_the_target_is_refused(tiny_corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["corpus", "--out", str(tiny_corpus), *TINY]) == 2
     assert "already holds a different corpus" in _error_line(capsys)
+
+
+def test_extract_then_info(tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    argv = ["extract", "--corpus", str(tiny_corpus), "--encoder", "random:wav2vec2-tiny", "--out", str(store),
+            "--layers", "features", "-1", "--quiet"]
+    assert main(argv) == 0
+    assert "wrote store" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "reused cached store" in capsys.readouterr().out
+    assert main(["info", str(store)]) == 0
+    info = capsys.readouterr().out
+    assert "random:wav2vec2-tiny" in info and "40 utterances" in info and "block2" in info and "block1 " not in info
+
+
+def test_encoders_lists_every_family(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["encoders"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ge2e", "whisper-tiny.en", "crepe-tiny", "random:wav2vec2", "random:ge2e", "hf:<model id"):
+        assert name in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["extract", "--corpus", "{corpus}", "--encoder", "wav2vec9", "--out", "{tmp}/s"], "unknown encoder 'wav2vec9'"),
+    (["extract", "--corpus", "{corpus}", "--encoder", "random:wav2vec2-tiny", "--out", "{tmp}/s",
+      "--batch-size", "0"], "--batch-size and --devices must be at least 1"),
+    (["extract", "--corpus", "{corpus}", "--encoder", "random:wav2vec2-tiny", "--out", "{tmp}/s",
+      "--precision", "8-bit"], "unknown precision '8-bit'"),
+    (["extract", "--corpus", "{tmp}/nothing", "--encoder", "ge2e", "--out", "{tmp}/s"], "no such corpus"),
+    (["info", "{tmp}"], "not a representation store"),
+])
+def test_extract_bad_input_is_one_line(argv: list[str], message: str, tiny_corpus: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([a.format(tmp=tmp_path, corpus=tiny_corpus) for a in argv]) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "s" / "manifest.json").exists()
+
+
+def test_two_cpu_processes_write_the_same_store_as_one(tiny_corpus: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from encoders.store import RepresentationStore
+
+    script = shutil.which("speechprobe", path=str(Path(sys.executable).parent))
+    stores = {}
+    for devices in (1, 2):
+        stores[devices] = tmp_path / f"d{devices}"
+        result = subprocess.run([script, "extract", "--corpus", str(tiny_corpus), "--encoder", "random:wav2vec2-tiny",
+                                 "--out", str(stores[devices]), "--accelerator", "cpu", "--devices", str(devices),
+                                 "--batch-size", "4", "--quiet"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    one, two = RepresentationStore(stores[1]), RepresentationStore(stores[2])
+    assert one.layer_names == two.layer_names
+    for layer in one.layer_names:
+        assert np.allclose(one.layer(layer), two.layer(layer), rtol=1e-5, atol=1e-6)
+    assert list(one.index["utt_id"]) == list(two.index["utt_id"])

@@ -1,0 +1,5 @@
+"""The error type for bad encoder input, importable without torch so the CLI starts fast."""
+
+
+class EncoderError(ValueError):
+    """An encoder name, model path, weights file, store or input that cannot be used, named in the message."""

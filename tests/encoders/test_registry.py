@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from encoders.base import EncoderError
+from encoders.registry import FIXED, create_encoder, list_encoders
+
+
+@pytest.mark.parametrize("name", ["ge2e", "crepe-tiny"])
+def test_fixed_offline_encoders_build_frozen(name: str) -> None:
+    encoder = create_encoder(name)
+    assert encoder.name == name and not encoder.training
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert len(encoder.layer_names) == len(encoder.layer_dims) > 1
+
+
+def test_random_twins_are_seeded_and_differ_from_the_pretrained_weights() -> None:
+    pretrained = create_encoder("ge2e").weights_hash()
+    first, again, other = (create_encoder(n).weights_hash() for n in ("random:ge2e", "random:ge2e@0", "random:ge2e@1"))
+    assert first == again != other and pretrained not in (first, other)
+    assert create_encoder("random:crepe-tiny@2").name == "random:crepe-tiny@2"
+    assert create_encoder("random:wav2vec2-tiny@3").weights_hash() == create_encoder("random:wav2vec2-tiny@3").weights_hash()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("wav2vec9", "unknown encoder 'wav2vec9'; known: ge2e, whisper-tiny.en"),
+    ("random:ge2e@x", "seed after @ must be a whole number"),
+    ("random:conformer", "conformer"),
+    ("hf:/no/such/model", "/no/such/model"),
+])
+def test_bad_names_are_one_clear_line(name: str, message: str) -> None:
+    with pytest.raises(EncoderError, match=message) as error:
+        create_encoder(name)
+    assert "\n" not in str(error.value)
+
+
+def test_listing_covers_every_family_and_says_what_is_offline() -> None:
+    rows = {row["name"]: row for row in list_encoders()}
+    assert set(FIXED) <= set(rows)
+    assert rows["ge2e"]["offline"] and rows["whisper-tiny.en"]["offline"] and rows["crepe-tiny"]["offline"]
+    assert {"random:wav2vec2", "random:ge2e", "random:crepe-tiny"} <= set(rows)
+    assert {row["architecture"] for row in rows.values()} >= {"LSTM", "CNN", "Transformer"}

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from tasks.catalog import CHANNEL_NAMES, PRESET_NAMES
+from tasks.channels import CHANNELS
+from tasks.synthetic import PRESETS
+
+
+def test_the_cli_names_match_the_implementations() -> None:
+    assert CHANNEL_NAMES == tuple(CHANNELS)
+    assert PRESET_NAMES == tuple(PRESETS)
