@@ -19,6 +19,8 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/speechprobe corpus --out $(DEMO_CORPUS)
 	$(BIN)/speechprobe corpus --summary $(DEMO_CORPUS)
+	$(BIN)/speechprobe extract --corpus $(DEMO_CORPUS) --encoder ge2e --out data/stores/ge2e
+	$(BIN)/speechprobe info data/stores/ge2e
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -26,6 +28,7 @@ test: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/corpus_build.py
 	$(BIN)/python benchmarks/mfcc_baseline.py
+	$(BIN)/python benchmarks/extraction.py
 
 clean:
 	rm -rf $(VENV) data *.egg-info

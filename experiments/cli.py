@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Lightning's own deprecation noise about torch internals is not the user's business.
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

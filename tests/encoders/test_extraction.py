@@ -145,3 +145,17 @@ def test_unknown_layer_pooling_and_folder_are_refused(corpus, tmp_path: Path) ->
     with pytest.raises(EncoderError, match="not a representation store"):
         extract(corpus, ToyEncoder(), tmp_path / "mine", progress=False)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_out_of_memory_suggests_a_smaller_batch(corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    encoder = ToyEncoder()
+
+    def exhausted(waves, lengths):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(encoder, "forward", exhausted)
+    with pytest.raises(EncoderError, match="out of memory on a batch of 16 .* try a smaller --batch-size"):
+        extract(corpus, encoder, tmp_path / "store", batch_size=16, progress=False)
+    assert not (tmp_path / "store" / "manifest.json").exists()
