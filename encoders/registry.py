@@ -62,6 +62,7 @@ HF_PREFIX, RANDOM_PREFIX = "hf:", "random:"
 RANDOM_FIXED: dict[str, tuple[str, Callable[..., SpeechEncoder]]] = {
     "ge2e": ("LSTM", _lazy("encoders.ge2e", "ge2e", pretrained=False)),
     "crepe-tiny": ("CNN", _lazy("encoders.crepe", "crepe", "tiny", pretrained=False)),
+    "whisper-tiny.en": ("Transformer", _lazy("encoders.whisper", "whisper_tiny_en", pretrained=False)),
 }
 
 

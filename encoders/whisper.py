@@ -470,11 +470,22 @@ def load_whisper_tiny_en_model() -> WhisperForConditionalGeneration:
     return model
 
 
-def whisper_tiny_en(fast: bool = False) -> WhisperEncoder:
-    """The registry's constructor: `whisper-tiny.en` (30 s window) or `whisper-tiny.en-fast` (masked)."""
+def whisper_tiny_en(fast: bool = False, *, pretrained: bool = True, seed: int = 0) -> WhisperEncoder:
+    """The registry's constructor: `whisper-tiny.en` (30 s window) or `whisper-tiny.en-fast` (masked).
+
+    `pretrained=False` gives the same architecture with seeded random weights (transformers' own
+    initialisation, sinusoidal positions kept): the random-network baseline for whisper-tiny.en.
+    """
     from transformers.models.whisper.modeling_whisper import WhisperEncoder as TransformersWhisperEncoder
 
     config, _, tensors = load_converted("model.encoder.")
-    encoder = _instantiate(TransformersWhisperEncoder, config, tensors)
     features = WhisperFeatureConfig(n_mels=config.num_mel_bins)
-    return WhisperEncoder.from_transformers(encoder, features, MODEL_NAME + (FAST_SUFFIX if fast else ""), fast=fast)
+    name = MODEL_NAME + (FAST_SUFFIX if fast else "")
+    if pretrained:
+        encoder = _instantiate(TransformersWhisperEncoder, config, tensors)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = TransformersWhisperEncoder(config).eval().requires_grad_(False)
+        name = f"random:{name}@{seed}"
+    return WhisperEncoder.from_transformers(encoder, features, name, fast=fast)

@@ -38,5 +38,16 @@ def test_listing_covers_every_family_and_says_what_is_offline() -> None:
     rows = {row["name"]: row for row in list_encoders()}
     assert set(FIXED) <= set(rows)
     assert rows["ge2e"]["offline"] and rows["whisper-tiny.en"]["offline"] and rows["crepe-tiny"]["offline"]
-    assert {"random:wav2vec2", "random:ge2e", "random:crepe-tiny"} <= set(rows)
+    assert {"random:wav2vec2", "random:ge2e", "random:crepe-tiny", "random:whisper-tiny.en"} <= set(rows)
     assert {row["architecture"] for row in rows.values()} >= {"LSTM", "CNN", "Transformer"}
+
+
+def test_whisper_tiny_en_has_a_random_twin_with_the_same_architecture() -> None:
+    import torch
+
+    pretrained, random = create_encoder("whisper-tiny.en"), create_encoder("random:whisper-tiny.en@0")
+    assert random.name == "random:whisper-tiny.en@0" and random.layer_names == pretrained.layer_names
+    assert random.weights_hash() == create_encoder("random:whisper-tiny.en").weights_hash() != pretrained.weights_hash()
+    assert {k: v.shape for k, v in random.state_dict().items()} == {k: v.shape for k, v in pretrained.state_dict().items()}
+    # the fixed sinusoidal positions are not learned weights: both twins share them
+    assert torch.allclose(random.encoder.embed_positions.weight, pretrained.encoder.embed_positions.weight, atol=1e-3)
