@@ -54,7 +54,7 @@ def time_bare_forward(corpus, name: str, batch_size: int) -> float:
     encoder = create_encoder(name)
     waves = [corpus.load_audio(i, encoder.sample_rate) for i in range(len(corpus))]
     lengths = np.array([len(w) for w in waves])
-    batches = [collate([(i, waves[i], None) for i in batch])
+    batches = [collate([(i, waves[i], encoder.sample_rate, None) for i in batch])
                for batch in LengthBucketSampler(range(len(waves)), lengths, batch_size)]
     with torch.inference_mode():
         start = time.perf_counter()

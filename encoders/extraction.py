@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from encoders.base import EncoderError, SpeechEncoder
 from encoders.choices import DTYPES, POOLINGS, PRECISIONS
 from encoders.pooling import pool, pooled_dim
+from encoders.resample import resample_rows
 from encoders.store import StoreSettings, StoreWriter
 from tasks.corpus import Corpus
 from tasks.errors import CorpusError
@@ -50,33 +51,39 @@ def resolve_layers(encoder: SpeechEncoder, layers: Sequence[str] | None) -> list
     return sorted(set(positions))
 
 
-class CorpusAudio(Dataset):
-    """Utterances at the encoder's sample rate; a bad file becomes an error carried to the main process,
-    so the user sees one line naming it instead of a DataLoader worker traceback."""
+Item = tuple[int, "np.ndarray | None", int, "str | None"]  # row, audio at its own rate, rate, error
 
-    def __init__(self, corpus: Corpus, sample_rate: int) -> None:
-        self.corpus, self.sample_rate = corpus, sample_rate
+
+class CorpusAudio(Dataset):
+    """Utterances at their own sample rate (resampling runs batched on the device, in predict_step);
+    a bad file becomes an error carried to the main process, so the user sees one line naming it
+    instead of a DataLoader worker traceback."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
 
     def __len__(self) -> int:
         return len(self.corpus)
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+    def __getitem__(self, index: int) -> Item:
         try:
-            return index, self.corpus.load_audio(index, self.sample_rate), None
+            wave, rate = self.corpus.load_native(index)
+            return index, wave, rate, None
         except CorpusError as error:
-            return index, None, str(error)
+            return index, None, 0, str(error)
 
 
-def collate(items: list[tuple[int, np.ndarray | None, str | None]]) -> dict[str, Any]:
+def collate(items: list[Item]) -> dict[str, Any]:
     """Right-pad the batch with zeros; the lengths say where each row's real audio ends."""
-    errors = [error for _, _, error in items if error]
-    waves = [wave if wave is not None else np.zeros(1, np.float32) for _, wave, _ in items]
+    errors = [error for *_, error in items if error]
+    waves = [wave if wave is not None else np.zeros(1, np.float32) for _, wave, _, _ in items]
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
     batch = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
     for row, wave in enumerate(waves):
         batch[row, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
-    return {"indices": torch.tensor([i for i, _, _ in items], dtype=torch.long), "waves": batch,
-            "lengths": lengths, "errors": errors}
+    return {"indices": torch.tensor([i for i, *_ in items], dtype=torch.long), "waves": batch,
+            "lengths": lengths, "rates": torch.tensor([rate for _, _, rate, _ in items], dtype=torch.long),
+            "errors": errors}
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -98,10 +105,10 @@ class LengthBucketSampler(Sampler[list[int]]):
 class ExtractionData(pl.LightningDataModule):
     """The pending utterances of a corpus, read on every rank after all ranks agree on what is pending."""
 
-    def __init__(self, corpus: Corpus, writer: StoreWriter, sample_rate: int, lengths: np.ndarray,
-                 batch_size: int, num_workers: int) -> None:
+    def __init__(self, corpus: Corpus, writer: StoreWriter, lengths: np.ndarray, batch_size: int,
+                 num_workers: int) -> None:
         super().__init__()
-        self.corpus, self.writer, self.sample_rate, self.lengths = corpus, writer, sample_rate, lengths
+        self.corpus, self.writer, self.lengths = corpus, writer, lengths
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pending: list[int] = []
 
@@ -114,7 +121,7 @@ class ExtractionData(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         sampler = LengthBucketSampler(self.pending, self.lengths, self.batch_size, rank, world)
-        return DataLoader(CorpusAudio(self.corpus, self.sample_rate), batch_sampler=sampler, collate_fn=collate,
+        return DataLoader(CorpusAudio(self.corpus), batch_sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=False)
 
 
@@ -134,11 +141,12 @@ class ExtractionModule(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if batch["errors"]:
             raise CorpusError(batch["errors"][0])
+        waves, lengths = resample_rows(batch["waves"], batch["lengths"], batch["rates"], self.encoder.sample_rate)
         try:
-            output = self.encoder(batch["waves"], batch["lengths"])
+            output = self.encoder(waves, lengths)
         except torch.OutOfMemoryError:
             raise EncoderError(f"out of memory on a batch of {len(batch['indices'])} utterances of up to "
-                               f"{batch['waves'].shape[1] / self.encoder.sample_rate:.1f} s; "
+                               f"{waves.shape[1] / self.encoder.sample_rate:.1f} s; "
                                "try a smaller --batch-size") from None
         pooled = [pool(output.states[l], output.frame_lengths[l], self.pooling).float().cpu() for l in self.layers]
         return {"indices": batch["indices"].cpu(), "pooled": pooled}
@@ -163,8 +171,8 @@ class ShardWriter(BasePredictionWriter):
 class Progress(Callback):
     """utterances/s, seconds of audio per second and an ETA, counted over all ranks' share of the work."""
 
-    def __init__(self, total: int, seconds_per_sample: float, enabled: bool) -> None:
-        self.total, self.seconds_per_sample, self.enabled = total, seconds_per_sample, enabled
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
         self.bar: tqdm | None = None
         self.audio_seconds, self.start = 0.0, 0.0
 
@@ -176,7 +184,8 @@ class Progress(Callback):
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self.bar is not None:
             n = len(batch["indices"]) * trainer.world_size  # other ranks progress alike
-            self.audio_seconds += float(batch["lengths"].sum()) * self.seconds_per_sample * trainer.world_size
+            seconds = (batch["lengths"].double() / batch["rates"].clamp_min(1).double()).sum()
+            self.audio_seconds += float(seconds) * trainer.world_size
             self.bar.update(min(n, self.total - self.bar.n))
             elapsed = max(time.perf_counter() - self.start, 1e-9)
             self.bar.set_postfix(audio_s_per_s=f"{self.audio_seconds / elapsed:.1f}")
@@ -225,12 +234,12 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
             accelerator=accelerator, devices=devices, precision=precision if precision != "32" else "32-true",
             logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             use_distributed_sampler=False, inference_mode=True,
-            callbacks=[ShardWriter(writer, dtype), Progress(pending, 1.0 / encoder.sample_rate, progress)])
+            callbacks=[ShardWriter(writer, dtype), Progress(pending, progress)])
     except (ValueError, RuntimeError, MisconfigurationException) as error:  # e.g. 16-mixed or GPUs on a CPU
         raise EncoderError(f"cannot run on --accelerator {accelerator} --devices {devices} "
                            f"--precision {precision}: {' '.join(str(error).split())}") from None
     module = ExtractionModule(encoder, positions, pooling)
-    data = ExtractionData(corpus, writer, encoder.sample_rate, lengths, batch_size, num_workers)
+    data = ExtractionData(corpus, writer, lengths, batch_size, num_workers)
     with warnings.catch_warnings():
         # LengthBucketSampler returns every pending index by construction (no drop_last to set).
         warnings.filterwarnings("ignore", message=".*custom batch sampler.*")

@@ -34,10 +34,17 @@ def read_audio(source: AudioSource, sample_rate: int, *, name: str | None = None
     for a missing, undecodable, empty or silent file, or one with NaN/Inf samples.
     """
     target = _check_rate(sample_rate)
+    wave, native = decode_audio(source, name=name)
+    return resample(wave, native, target)
+
+
+def decode_audio(source: AudioSource, *, name: str | None = None) -> tuple[np.ndarray, int]:
+    """float32 mono at the file's own rate, checked as in `read_audio`: for callers that resample
+    batched on their own device (extraction)."""
     label = name if name is not None else _default_name(source)
     wave, native = _decode(source, label)
     _check_samples(wave, label)
-    return resample(wave, native, target)
+    return wave, native
 
 
 def audio_duration(source: AudioSource, *, name: str | None = None) -> float:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from tasks.audio import audio_duration, read_audio
+from tasks.audio import audio_duration, decode_audio, resample
 from tasks.errors import CorpusError
 
 #: Columns that hold names, not numbers: read as strings so ids like "001" keep their zeros.
@@ -39,7 +39,7 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 class _Audio(Protocol):
     """Where a corpus's audio lives; one implementation per kind of source."""
 
-    def load(self, i: int, sample_rate: int) -> np.ndarray: ...
+    def native(self, i: int) -> tuple[np.ndarray, int]: ...
 
     def fingerprint(self, h: Any, full: bool) -> None: ...
 
@@ -62,9 +62,14 @@ class Corpus:
 
     def load_audio(self, i: int, sample_rate: int) -> np.ndarray:
         """Row `i`'s audio as float32 mono at `sample_rate`; `CorpusError` names the file if it is bad."""
+        wave, native = self.load_native(i)
+        return resample(wave, native, sample_rate)
+
+    def load_native(self, i: int) -> tuple[np.ndarray, int]:
+        """Row `i`'s audio at its own sample rate, for callers that resample batched (extraction)."""
         if not 0 <= int(i) < len(self):
             raise IndexError(f"utterance index {i} out of range for a corpus of {len(self)}")
-        return self._audio.load(int(i), sample_rate)
+        return self._audio.native(int(i))
 
     def iter_audio(self, sample_rate: int, indices: Sequence[int] | None = None) -> Iterator[np.ndarray]:
         """Yield waveforms in `indices` order (all rows by default), decoding one at a time."""
@@ -85,7 +90,7 @@ class Corpus:
         problems = []
         for i in rows:
             try:
-                self._audio.load(i, sample_rate)
+                self.load_audio(i, sample_rate)
             except CorpusError as exc:
                 problems.append(str(exc))
         return problems
@@ -123,8 +128,8 @@ class _FileAudio:
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
 
-    def load(self, i: int, sample_rate: int) -> np.ndarray:
-        return read_audio(self.paths[i], sample_rate)
+    def native(self, i: int) -> tuple[np.ndarray, int]:
+        return decode_audio(self.paths[i])
 
     def duration(self, i: int) -> float:
         return audio_duration(self.paths[i])
@@ -144,12 +149,12 @@ class _DatasetAudio:
     def __init__(self, dataset: Any, column: str, paths: list[Path | None], source: str) -> None:
         self.dataset, self.column, self.paths, self.source = dataset, column, paths, source
 
-    def load(self, i: int, sample_rate: int) -> np.ndarray:
+    def native(self, i: int) -> tuple[np.ndarray, int]:
         if self.paths[i] is not None:
-            return read_audio(self.paths[i], sample_rate)
+            return decode_audio(self.paths[i])
         cell = self.dataset[i][self.column]
         name = f"{self.source} row {i}" + (f" ({cell['path']})" if cell.get("path") else "")
-        return read_audio(io.BytesIO(cell["bytes"]), sample_rate, name=name)
+        return decode_audio(io.BytesIO(cell["bytes"]), name=name)
 
     def duration(self, i: int) -> float:
         if self.paths[i] is not None:

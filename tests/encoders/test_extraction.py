@@ -159,3 +159,25 @@ def test_out_of_memory_suggests_a_smaller_batch(corpus, tmp_path: Path, monkeypa
     with pytest.raises(EncoderError, match="out of memory on a batch of 16 .* try a smaller --batch-size"):
         extract(corpus, encoder, tmp_path / "store", batch_size=16, progress=False)
     assert not (tmp_path / "store" / "manifest.json").exists()
+
+
+def test_an_8khz_corpus_is_resampled_on_the_device(tiny_corpus: Path, tmp_path: Path) -> None:
+    """The same band-limited audio stored at 8 kHz and at 16 kHz gives the same vectors."""
+    import pandas as pd
+    from scipy import signal
+
+    metadata = pd.read_csv(tiny_corpus / "metadata.csv").head(12)
+    for rate in (8000, 16000):
+        folder = tmp_path / f"c{rate}"
+        for name in metadata["file_name"]:
+            wave, _ = sf.read(tiny_corpus / name, dtype="float32")
+            narrow = signal.resample_poly(wave, 1, 2)
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(folder / name, narrow if rate == 8000 else signal.resample_poly(narrow, 2, 1), rate,
+                     subtype="FLOAT")
+        metadata.drop(columns="duration").to_csv(folder / "metadata.csv", index=False)
+    stores = [extract(load_corpus(tmp_path / f"c{rate}"), ToyEncoder(), tmp_path / f"s{rate}", batch_size=4,
+                      progress=False) for rate in (8000, 16000)]
+    for layer in ("frames", "hidden"):
+        a, b = (np.asarray(RepresentationStore(s.path).layer(layer)) for s in stores)
+        assert np.abs(a - b).max() < 0.02 * np.abs(b).max(), np.abs(a - b).max() / np.abs(b).max()
