@@ -228,6 +228,19 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
     lengths = np.ceil(corpus.durations() * encoder.sample_rate).astype(np.int64)
     _check_lengths(corpus, lengths, encoder)
     pending = len(corpus) - len(writer.done_indices())
+    if pending and not _predict(corpus, encoder, writer, positions, lengths, pending, pooling=pooling,
+                                batch_size=batch_size, devices=devices, accelerator=accelerator,
+                                precision=precision, dtype=dtype, num_workers=num_workers, progress=progress):
+        return ExtractionResult(Path(out), False, False, settings)
+    writer.finalize(corpus.metadata, {"corpus_source": corpus.source, "sample_rate": encoder.sample_rate,
+                                      "encoder_info": encoder.describe()})
+    return ExtractionResult(Path(out), False, True, settings)
+
+
+def _predict(corpus: Corpus, encoder: SpeechEncoder, writer: StoreWriter, positions: list[int], lengths: np.ndarray,
+             pending: int, *, pooling: str, batch_size: int, devices: int, accelerator: str, precision: str,
+             dtype: str, num_workers: int, progress: bool) -> bool:
+    """Run the pending utterances through `Trainer.predict`; True on the main process."""
     _quiet_lightning()
     try:
         trainer = pl.Trainer(
@@ -244,11 +257,7 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
         # LengthBucketSampler returns every pending index by construction (no drop_last to set).
         warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
         trainer.predict(module, datamodule=data, return_predictions=False)
-    if not trainer.is_global_zero:
-        return ExtractionResult(Path(out), False, False, settings)
-    writer.finalize(corpus.metadata, {"corpus_source": corpus.source, "sample_rate": encoder.sample_rate,
-                                      "encoder_info": encoder.describe()})
-    return ExtractionResult(Path(out), False, True, settings)
+    return trainer.is_global_zero
 
 
 def _quiet_lightning() -> None:

@@ -181,3 +181,15 @@ def test_an_8khz_corpus_is_resampled_on_the_device(tiny_corpus: Path, tmp_path: 
     for layer in ("frames", "hidden"):
         a, b = (np.asarray(RepresentationStore(s.path).layer(layer)) for s in stores)
         assert np.abs(a - b).max() < 0.02 * np.abs(b).max(), np.abs(a - b).max() / np.abs(b).max()
+
+
+def test_a_run_killed_after_its_last_shard_only_assembles(corpus, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    finalize = extraction.StoreWriter.finalize
+    monkeypatch.setattr(extraction.StoreWriter, "finalize", lambda *a, **k: None)
+    extract(corpus, ToyEncoder(), tmp_path / "store", progress=False)
+    monkeypatch.setattr(extraction.StoreWriter, "finalize", finalize)
+    encoder = ToyEncoder()
+    result = extract(corpus, encoder, tmp_path / "store", progress=False)
+    assert encoder.calls == 0 and not result.reused
+    assert RepresentationStore(tmp_path / "store").layer("hidden").shape == (40, 5)
