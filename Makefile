@@ -29,6 +29,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/corpus_build.py
 	$(BIN)/python benchmarks/mfcc_baseline.py
 	$(BIN)/python benchmarks/extraction.py
+	$(BIN)/python benchmarks/whisper_fast_vs_faithful.py
 
 clean:
 	rm -rf $(VENV) data *.egg-info
