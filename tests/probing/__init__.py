@@ -1,0 +1,1 @@
+"""Probes, rankings, subsets and metrics on plain arrays."""
