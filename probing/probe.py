@@ -1,0 +1,373 @@
+"""Elastic-net linear softmax probes with scikit-learn's estimator API, trained by :mod:`probing.training`.
+
+Public API
+----------
+- :class:`ElasticNetProbe` - one probe: ``fit``, ``predict``, ``predict_proba``, ``score``, ``save``/``load``.
+- :func:`fit_probes` - many probes (regularisation settings, feature subsets, inputs of equal width)
+  trained together as one batched model; one fitted :class:`ElasticNetProbe` per setting.
+
+Works on plain arrays only (never imports ``encoders`` or ``tasks``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError  # a ValueError subclass
+from sklearn.model_selection import train_test_split
+
+from probing.training import train_probe_bank
+
+__all__ = ["ElasticNetProbe", "fit_probes"]
+
+_TENSORS = "probe.safetensors"
+_META = "probe.json"
+_FORMAT = "speechprobe.ElasticNetProbe/1"
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks
+
+
+def _features(name: str, X: Any) -> np.ndarray:
+    try:
+        array = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array") from None
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (n_examples, n_features), got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return array
+
+
+def _labels(name: str, y: Any, n: int, X_name: str) -> np.ndarray:
+    array = np.asarray(y)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.shape[0] != n:
+        raise ValueError(f"{X_name} and {name} have different lengths ({n} vs {array.shape[0]})")
+    if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return array
+
+
+def _classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        classes, codes = np.unique(y, return_inverse=True)
+    except TypeError as error:
+        raise ValueError(f"labels cannot be sorted (mixed types?): {error}") from None
+    if classes.shape[0] < 2:
+        raise ValueError(f"y has a single class ({classes[0]!r}); a probe needs at least 2")
+    return classes, codes.reshape(-1)
+
+
+def _encode_val(classes: np.ndarray, y_val: np.ndarray) -> np.ndarray:
+    try:
+        unseen = np.setdiff1d(np.unique(y_val), classes)
+    except TypeError as error:
+        raise ValueError(f"y_val labels cannot be compared with y's: {error}") from None
+    if unseen.size:
+        raise ValueError(f"y_val has classes never seen in training: {unseen.tolist()}")
+    return np.searchsorted(classes, y_val)
+
+
+def _standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training-split mean and scale; a constant neuron (std below a relative floor) gets scale 1."""
+    mean = X.mean(axis=0)
+    std = X.std(axis=0)
+    floor = 1e-7 * np.maximum(np.abs(mean), 1.0)
+    return mean, np.where(std > floor, std, 1.0)
+
+
+def _check_strength(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(number) or number < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return number
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# estimator
+
+
+class ElasticNetProbe(ClassifierMixin, BaseEstimator):
+    """Linear softmax probe with elastic-net regularisation on the weights (never the bias).
+
+    Features are standardised on the training split (``mean_``, ``scale_``; a constant neuron gets
+    scale 1) and the probe is fitted in standardised units, so ``coef_`` (n_classes, n_features; two rows
+    for a binary task, one per class) compares neurons by what they carry, not by their scale.
+
+    Two parametrisations of the penalty, chosen by ``neurox_loss``:
+
+    - ``neurox_loss=False`` (default):  ``mean CE + l1 * sum|W| + l2 * sum W**2``. The loss is a mean over
+      examples, so the strengths do not depend on the batch size, and it is scikit-learn's objective
+      rescaled: ``LogisticRegression(C=C)`` minimises ``C * sum CE + 0.5 * ||W||**2``; dividing by
+      ``C * n_train`` gives ``l2 = 1 / (2 * C * n_train)`` (and for the L1 part of ``penalty="elasticnet"``,
+      ``l1 = l1_ratio / (C * n_train)`` with ``l2 = (1 - l1_ratio) / (2 * C * n_train)``).
+    - ``neurox_loss=True``: NeuroX's ``mean CE + l1 * sum|W| + l2 * ||W||_F`` (Frobenius norm, *not*
+      squared), added to every mini-batch mean exactly as NeuroX's ``train_logistic_regression_probe``
+      does, so lambdas from published NeuroX work (e.g. 0.001 / 0.01) carry over.
+
+    Training (see :mod:`probing.training`): Adam on mini-batches of ``batch_size`` rows in a seeded
+    order (``batch_size=None``: full batch), up to ``max_epochs`` epochs, early stopping on validation
+    cross-entropy with ``patience`` epochs, keeping the best epoch's weights (``patience=None``: no early
+    stopping, the last epoch's weights). Without validation data, ``fit`` holds out a seeded, stratified
+    10% of the training rows for early stopping. The same ``seed`` gives the same probe.
+    """
+
+    def __init__(
+        self,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        *,
+        max_epochs: int = 100,
+        batch_size: Optional[int] = 64,
+        lr: float = 3e-3,
+        patience: Optional[int] = 5,
+        seed: int = 0,
+        neurox_loss: bool = False,
+    ) -> None:
+        self.l1 = l1
+        self.l2 = l2
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.seed = seed
+        self.neurox_loss = neurox_loss
+
+    # ---- fitting --------------------------------------------------------------------------------
+
+    def _training_kwargs(self) -> dict:
+        return dict(
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            patience=self.patience,
+            seed=self.seed,
+            neurox_loss=self.neurox_loss,
+        )
+
+    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> "ElasticNetProbe":
+        """Fit on (X, y); early stopping on (X_val, y_val), or on a stratified 10% hold-out of X if omitted."""
+        (fitted,) = fit_probes(X, y, X_val, y_val, [(self.l1, self.l2)], **self._training_kwargs())
+        for name in ("coef_", "intercept_", "classes_", "mean_", "scale_", "n_features_in_", "best_epoch_", "best_val_loss_"):
+            setattr(self, name, getattr(fitted, name))
+        return self
+
+    # ---- prediction -----------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("this ElasticNetProbe is not fitted yet: call fit (or ElasticNetProbe.load)")
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Logits (n_examples, n_classes) on raw (unstandardised) features."""
+        self._check_fitted()
+        X = _features("X", X)
+        if X.shape[1] != self.coef_.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, but the probe was fitted on {self.coef_.shape[1]}")
+        return ((X - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return _softmax(self.decision_function(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        logits = self.decision_function(X)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    # ``score`` (mean accuracy) comes from ClassifierMixin.
+
+    # ---- persistence ----------------------------------------------------------------------------
+
+    def save(self, path: Any) -> Path:
+        """Write the probe into folder ``path``: tensors as safetensors, parameters and classes as JSON."""
+        self._check_fitted()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.classes_.dtype.kind in "iub":
+            classes, kind = [int(c) for c in self.classes_], "int"
+        elif self.classes_.dtype.kind == "U":
+            classes, kind = [str(c) for c in self.classes_], "str"
+        elif all(isinstance(c, str) for c in self.classes_):
+            classes, kind = [str(c) for c in self.classes_], "str"
+        else:
+            raise ValueError(f"only int or string class labels can be saved, got dtype {self.classes_.dtype}")
+        tensors = {
+            name: np.ascontiguousarray(getattr(self, name), dtype=np.float64)
+            for name in ("coef_", "intercept_", "mean_", "scale_")
+        }
+        save_file(tensors, str(folder / _TENSORS))
+        meta = {
+            "format": _FORMAT,
+            "params": self.get_params(),
+            "classes": classes,
+            "classes_kind": kind,
+            "n_features": int(self.coef_.shape[1]),
+            "best_epoch": int(self.best_epoch_),
+            "best_val_loss": float(self.best_val_loss_),
+        }
+        (folder / _META).write_text(json.dumps(meta, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, path: Any) -> "ElasticNetProbe":
+        """Read a probe written by :meth:`save` (no pickle: nothing in the files can run code)."""
+        folder = Path(path)
+        if not (folder / _META).is_file() or not (folder / _TENSORS).is_file():
+            raise ValueError(f"{folder} is not a saved ElasticNetProbe (needs {_META} and {_TENSORS})")
+        meta = json.loads((folder / _META).read_text())
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{folder / _META}: unknown format {meta.get('format')!r}")
+        probe = cls(**meta["params"])
+        tensors = load_file(str(folder / _TENSORS))
+        C, D = len(meta["classes"]), int(meta["n_features"])
+        expected = {"coef_": (C, D), "intercept_": (C,), "mean_": (D,), "scale_": (D,)}
+        for name, shape in expected.items():
+            if name not in tensors or tuple(tensors[name].shape) != shape:
+                raise ValueError(f"{folder / _TENSORS}: {name} missing or not of shape {shape}")
+            setattr(probe, name, tensors[name].astype(np.float64))
+        probe.classes_ = np.array(meta["classes"], dtype=np.int64 if meta["classes_kind"] == "int" else str)
+        probe.n_features_in_ = D
+        probe.best_epoch_ = meta["best_epoch"]
+        probe.best_val_loss_ = meta["best_val_loss"]
+        return probe
+
+
+# --------------------------------------------------------------------------------------------------
+# many probes at once
+
+
+def fit_probes(
+    X: Any,
+    y: Any,
+    X_val: Any,
+    y_val: Any,
+    settings: Sequence[tuple[float, float]],
+    feature_masks: Any = None,
+    *,
+    inputs: Optional[Sequence[int]] = None,
+    max_epochs: int = 100,
+    batch_size: Optional[int] = 64,
+    lr: float = 3e-3,
+    patience: Optional[int] = 5,
+    seed: int = 0,
+    neurox_loss: bool = False,
+) -> list[ElasticNetProbe]:
+    """Train one probe per ``(l1, l2)`` setting, all together as one batched model; return them fitted.
+
+    ``X`` is (N, D), or (G, N, D) for G inputs of equal width (e.g. layers), with ``inputs[p]`` saying
+    which one probe p reads (``X_val`` shaped alike). ``feature_masks`` (P, D) of 0/1 restricts probe p to
+    the features where its mask is 1 (its other weights are exactly 0). Each probe is trained exactly as
+    it would be alone (see :mod:`probing.training`). ``X_val=None`` and ``y_val=None``: a seeded,
+    stratified 10% of the training rows is held out for early stopping (the same rows for every probe).
+    """
+    X_arr = np.asarray(X) if not isinstance(X, (list, tuple)) else np.stack([np.asarray(x) for x in X])
+    stacked = X_arr.ndim == 3
+    blocks = [_features("X", b) for b in (X_arr if stacked else [X_arr])]
+    n, d = blocks[0].shape
+    if any(b.shape != (n, d) for b in blocks):
+        raise ValueError("every input block of X must have the same shape")
+    y_arr = _labels("y", y, n, "X")
+    classes, codes = _classes(y_arr)
+    settings = [(_check_strength("l1", a), _check_strength("l2", b)) for a, b in settings]
+    if not settings:
+        raise ValueError("settings is empty: give at least one (l1, l2)")
+    P, G = len(settings), len(blocks)
+    index = np.zeros(P, np.int64) if inputs is None else np.asarray(inputs, np.int64)
+    if index.shape != (P,) or index.min() < 0 or index.max() >= G:
+        raise ValueError(f"inputs must give one input index in [0, {G}) per setting ({P})")
+    if not stacked and inputs is not None and G == 1 and index.max() > 0:
+        raise ValueError("inputs given but X is a single (N, D) array")
+    mask = None
+    if feature_masks is not None:
+        mask = np.asarray(feature_masks, dtype=np.float64)
+        if mask.shape != (P, d) or not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(f"feature_masks must be a 0/1 array of shape ({P}, {d})")
+        if np.any(mask.sum(axis=1) == 0):
+            raise ValueError("a feature mask selects no feature")
+
+    if (X_val is None) != (y_val is None):
+        raise ValueError("give both X_val and y_val, or neither")
+    if X_val is None:
+        counts = np.bincount(codes)
+        if counts.min() < 2:
+            raise ValueError(
+                f"class {classes[np.argmin(counts)]!r} has a single example: a stratified validation hold-out is "
+                "impossible; pass X_val and y_val"
+            )
+        n_val = max(int(round(0.1 * n)), len(classes))
+        if n - n_val < len(classes):
+            raise ValueError(f"too few examples ({n}) to hold out a validation split for {len(classes)} classes")
+        train_rows, val_rows = train_test_split(
+            np.arange(n), test_size=n_val, stratify=codes, random_state=seed, shuffle=True
+        )
+        train_rows, val_rows = np.sort(train_rows), np.sort(val_rows)
+        val_blocks = [b[val_rows] for b in blocks]
+        blocks = [b[train_rows] for b in blocks]
+        val_codes, codes = codes[val_rows], codes[train_rows]
+        if np.unique(codes).shape[0] < len(classes):
+            raise ValueError("the hold-out left a class without training examples; pass X_val and y_val")
+    else:
+        Xv = np.asarray(X_val) if not isinstance(X_val, (list, tuple)) else np.stack([np.asarray(x) for x in X_val])
+        if Xv.ndim != X_arr.ndim:
+            raise ValueError(f"X_val must have the same number of dimensions as X ({X_arr.ndim}), got {Xv.ndim}")
+        val_blocks = [_features("X_val", b) for b in (Xv if stacked else [Xv])]
+        if len(val_blocks) != G or any(b.shape[1] != d for b in val_blocks):
+            raise ValueError(f"X_val must have {G} input block(s) of {d} features, like X")
+        if len({b.shape[0] for b in val_blocks}) != 1:
+            raise ValueError("every input block of X_val must have the same number of rows")
+        val_codes = _encode_val(classes, _labels("y_val", y_val, val_blocks[0].shape[0], "X_val"))
+
+    stats = [_standardise(b) for b in blocks]
+    X_train = np.stack([(b - m) / s for b, (m, s) in zip(blocks, stats)]).astype(np.float32)
+    X_valid = np.stack([(b - m) / s for b, (m, s) in zip(val_blocks, stats)]).astype(np.float32)
+
+    bank = train_probe_bank(
+        X_train,
+        codes,
+        X_valid,
+        val_codes,
+        len(classes),
+        [a for a, _ in settings],
+        [b for _, b in settings],
+        feature_mask=mask,
+        input_index=index,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        seed=seed,
+        neurox_loss=neurox_loss,
+    )
+    W = bank.best_weight.detach().double().numpy()
+    b = bank.best_bias.detach().double().numpy()
+    probes = []
+    for p, (l1, l2) in enumerate(settings):
+        probe = ElasticNetProbe(
+            l1, l2, max_epochs=max_epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+            neurox_loss=neurox_loss,
+        )
+        probe.coef_ = W[p].T.copy()
+        probe.intercept_ = b[p].copy()
+        probe.classes_ = classes
+        probe.mean_, probe.scale_ = stats[index[p]][0].copy(), stats[index[p]][1].copy()
+        probe.n_features_in_ = d
+        probe.best_epoch_ = int(bank.best_epoch[p])
+        probe.best_val_loss_ = float(bank.best_loss[p])
+        probes.append(probe)
+    return probes
