@@ -1,0 +1,256 @@
+"""Minimal neuron subsets: the smallest top-k of a ranking whose retrained probe keeps the accuracy.
+
+Public API
+----------
+- :func:`minimal_subset` - search for the smallest k such that a probe retrained on the top-k neurons of
+  a ranking reaches ``target`` x the full probe's validation accuracy.
+- :class:`MinimalSubset` - its result (chosen neurons, k, accuracies, the accuracy curve over k).
+
+Cost: the whole search is **at most 2 batched fits** (two calls of :func:`probing.probe.fit_probes`),
+each training all its candidate subsets together as one model (one probe per k, restricted by a feature
+mask):
+
+1. a grid of k - the 1-2-5 sequence (1, 2, 5, 10, 20, 50, 100, ...) below D, plus D itself (the full
+   probe, whose accuracy is ``full_accuracy`` unless one is given) - or the caller's ``candidates``
+   (plus D);
+2. one refinement round: up to ``n_refine`` evenly spaced ks strictly between the last failing grid
+   point and the first passing one. It is skipped when no k lies between them (the first grid point
+   passes, the two are neighbours, or nothing passes).
+
+The result is the smallest passing k among *all* evaluated ks. Every choice (the threshold, the passing
+ks, early stopping of the candidate probes) uses the validation split only, never a test split.
+
+Works on plain arrays only (never imports ``encoders`` or ``tasks``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from probing.probe import ElasticNetProbe, fit_probes
+
+__all__ = ["MinimalSubset", "minimal_subset"]
+
+_PROBE_PARAMS = tuple(ElasticNetProbe().get_params().keys())  # l1, l2, max_epochs, batch_size, lr, ...
+_EPS = 1e-12  # float slack in "accuracy >= target * full_accuracy"
+
+
+@dataclass(frozen=True)
+class MinimalSubset:
+    """Result of :func:`minimal_subset`.
+
+    ``neurons``: the chosen neuron indices (the top ``k`` of the ranking, in ranking order); ``k`` and
+    ``fraction`` (= k / D); ``accuracy``: validation accuracy of the probe retrained on them;
+    ``full_accuracy``: the reference (given, or the full probe's validation accuracy); ``threshold`` =
+    target x full_accuracy; ``curve_k`` / ``curve_accuracy``: every evaluated k (ascending) and its
+    validation accuracy; ``reached``: False when no evaluated k reached the threshold (possible only with
+    a given ``full_accuracy`` above what the full probe attains): then the result is the full set, D.
+    """
+
+    neurons: np.ndarray
+    k: int
+    fraction: float
+    accuracy: float
+    full_accuracy: float
+    threshold: float
+    curve_k: np.ndarray
+    curve_accuracy: np.ndarray
+    reached: bool = True
+
+
+# --------------------------------------------------------------------------------------------------
+# checks
+
+
+def _matrix(name: str, X: Any) -> np.ndarray:
+    try:
+        array = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array") from None
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (n_examples, n_features), got shape {array.shape}")
+    return array
+
+
+def _vector(name: str, y: Any, n: int, X_name: str) -> np.ndarray:
+    array = np.asarray(y)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.shape[0] != n:
+        raise ValueError(f"{X_name} and {name} have different lengths ({n} vs {array.shape[0]})")
+    return array
+
+
+def _ranking(ranking: Any, d: int) -> np.ndarray:
+    array = np.asarray(ranking)
+    if array.ndim != 1 or array.dtype.kind not in "iu" or array.shape[0] != d:
+        raise ValueError(
+            f"ranking must be a 1-D integer permutation of range({d}) (every neuron once), "
+            f"got dtype {array.dtype} and shape {array.shape}"
+        )
+    if not np.array_equal(np.sort(array), np.arange(d)):
+        raise ValueError(f"ranking must be a permutation of range({d}): every neuron index exactly once")
+    return array.astype(np.intp)
+
+
+def _fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}") from None
+    if not (0.0 < number <= 1.0):
+        raise ValueError(f"{name} must lie in (0, 1], got {value!r}")
+    return number
+
+
+def _candidates(candidates: Any, d: int) -> np.ndarray:
+    if candidates is None:
+        grid, step = [], 1
+        while step < d:
+            grid += [m * step for m in (1, 2, 5) if m * step < d]
+            step *= 10
+        return np.array(sorted(set(grid) | {d}), dtype=np.int64)
+    array = np.asarray(candidates)
+    if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iu":
+        raise ValueError("candidates must be a non-empty 1-D collection of integer subset sizes k")
+    if array.min() < 1 or array.max() > d:
+        raise ValueError(f"candidates must lie in [1, {d}] (the number of neurons), got {array.min()}..{array.max()}")
+    return np.array(sorted(set(array.tolist()) | {d}), dtype=np.int64)
+
+
+def _probe_kwargs(probe_params: Optional[Mapping[str, Any]]) -> tuple[tuple[float, float], dict]:
+    params = dict(ElasticNetProbe().get_params())
+    if probe_params is not None:
+        if not isinstance(probe_params, Mapping):
+            raise ValueError(f"probe_params must be a mapping of ElasticNetProbe parameters, got {type(probe_params).__name__}")
+        unknown = sorted(set(probe_params) - set(_PROBE_PARAMS))
+        if unknown:
+            raise ValueError(f"unknown probe_params {unknown}; ElasticNetProbe takes {', '.join(_PROBE_PARAMS)}")
+        params.update(probe_params)
+    setting = (params.pop("l1"), params.pop("l2"))
+    return setting, params
+
+
+# --------------------------------------------------------------------------------------------------
+# search
+
+
+def _evaluate(X_train, y_train, X_val, y_val, ranking, ks, setting, kwargs) -> np.ndarray:
+    """Validation accuracy of a probe retrained on the top-k neurons, for every k in ``ks``: ONE batched fit."""
+    d = X_train.shape[1]
+    masks = np.zeros((len(ks), d))
+    for row, k in enumerate(ks):
+        masks[row, ranking[:k]] = 1.0
+    probes = fit_probes(X_train, y_train, X_val, y_val, [setting] * len(ks), masks, **kwargs)
+    return np.array([probe.score(X_val, y_val) for probe in probes], dtype=np.float64)
+
+
+def _refinement(ks: np.ndarray, passed: np.ndarray, n_refine: int) -> np.ndarray:
+    """Up to ``n_refine`` evenly spaced ks strictly between the last failing and first passing grid points."""
+    if not passed.any():
+        return np.zeros(0, dtype=np.int64)
+    first = int(np.argmax(passed))
+    if first == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(ks[first - 1]), int(ks[first])
+    inside = np.arange(lo + 1, hi)
+    if inside.size <= n_refine:
+        return inside
+    picks = np.unique(np.round(np.linspace(lo, hi, n_refine + 2)[1:-1]).astype(np.int64))
+    return picks[(picks > lo) & (picks < hi)]
+
+
+def minimal_subset(
+    X_train: Any,
+    y_train: Any,
+    X_val: Any,
+    y_val: Any,
+    ranking: Any,
+    *,
+    target: float = 0.97,
+    full_accuracy: Optional[float] = None,
+    candidates: Optional[Sequence[int]] = None,
+    probe_params: Optional[Mapping[str, Any]] = None,
+    n_refine: int = 8,
+) -> MinimalSubset:
+    """The smallest top-k of ``ranking`` whose retrained probe reaches ``target`` x the full accuracy.
+
+    Parameters
+    ----------
+    X_train, y_train
+        Training features (N, D) and labels; every candidate probe is retrained on them.
+    X_val, y_val
+        Validation features and labels: early stopping of every candidate, its accuracy, and so the
+        choice of k. Never pass a test split here.
+    ranking
+        Every neuron index, most salient first (e.g. :func:`probing.ranking.rank_neurons`).
+    target
+        Fraction in (0, 1] of ``full_accuracy`` that the subset's probe must reach (default 0.97).
+    full_accuracy
+        Reference validation accuracy in (0, 1]; default: that of a probe on all D neurons, trained in
+        the same batched call as the first candidates.
+    candidates
+        The grid of k for the first round (integers in [1, D]; D is always added). Default: the 1-2-5
+        sequence below D, plus D.
+    probe_params
+        :class:`ElasticNetProbe` keyword parameters (``l1``, ``l2``, ``max_epochs``, ``batch_size``,
+        ``lr``, ``patience``, ``seed``, ``neurox_loss``) used for every candidate probe.
+    n_refine
+        Number of ks (at most) tried in the refinement round.
+
+    Cost: at most 2 batched fits (see the module docstring); the second is skipped when there is
+    nothing to refine.
+    """
+    X_train = _matrix("X_train", X_train)
+    X_val = _matrix("X_val", X_val)
+    n, d = X_train.shape
+    if X_val.shape[1] != d:
+        raise ValueError(f"X_val has {X_val.shape[1]} features but X_train has {d}")
+    y_train = _vector("y_train", y_train, n, "X_train")
+    y_val = _vector("y_val", y_val, X_val.shape[0], "X_val")
+    order = _ranking(ranking, d)
+    target = _fraction("target", target)
+    if full_accuracy is not None:
+        full_accuracy = _fraction("full_accuracy", full_accuracy)
+    if isinstance(n_refine, bool) or not isinstance(n_refine, (int, np.integer)) or n_refine < 0:
+        raise ValueError(f"n_refine must be a non-negative integer, got {n_refine!r}")
+    grid = _candidates(candidates, d)
+    setting, kwargs = _probe_kwargs(probe_params)
+
+    # round 1: the grid, with the full probe (k = D) in the same batched model
+    grid_acc = _evaluate(X_train, y_train, X_val, y_val, order, grid, setting, kwargs)
+    if full_accuracy is None:
+        full_accuracy = float(grid_acc[-1])
+    threshold = target * full_accuracy
+    passed = grid_acc >= threshold - _EPS
+
+    # round 2: refine between the last failing and the first passing grid point
+    extra = _refinement(grid, passed, int(n_refine))
+    if extra.size:
+        extra_acc = _evaluate(X_train, y_train, X_val, y_val, order, extra, setting, kwargs)
+        curve_k = np.concatenate([grid, extra])
+        curve_acc = np.concatenate([grid_acc, extra_acc])
+        sort = np.argsort(curve_k, kind="stable")
+        curve_k, curve_acc = curve_k[sort], curve_acc[sort]
+    else:
+        curve_k, curve_acc = grid, grid_acc
+
+    ok = curve_acc >= threshold - _EPS
+    reached = bool(ok.any())
+    at = int(np.argmax(ok)) if reached else len(curve_k) - 1  # curve_k[-1] == D
+    k = int(curve_k[at])
+    return MinimalSubset(
+        neurons=order[:k].copy(),
+        k=k,
+        fraction=k / d,
+        accuracy=float(curve_acc[at]),
+        full_accuracy=float(full_accuracy),
+        threshold=float(threshold),
+        curve_k=curve_k.copy(),
+        curve_accuracy=curve_acc.copy(),
+        reached=reached,
+    )
