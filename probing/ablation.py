@@ -38,6 +38,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from probing.checks import feature_matrix, label_vector
 from probing.metrics import accuracy
 from probing.probe import fit_probes
 
@@ -68,27 +69,10 @@ def _n_features(probe: Any) -> int:
 
 
 def _features(name: str, X: Any, d: int) -> np.ndarray:
-    try:
-        array = np.array(X, dtype=np.float64)  # a copy: ablation writes into it
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array") from None
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array (n_examples, n_features), got shape {array.shape}")
+    """A checked copy of X (ablation writes into it) with the probe's width."""
+    array = feature_matrix(name, X).copy()
     if array.shape[1] != d:
         raise ValueError(f"{name} has {array.shape[1]} features, but the probe was fitted on {d}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return array
-
-
-def _labels(name: str, y: Any, n: int) -> np.ndarray:
-    array = np.asarray(y)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.shape[0] != n:
-        raise ValueError(f"X and {name} have different lengths ({n} vs {array.shape[0]})")
-    if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or Inf")
     return array
 
 
@@ -167,7 +151,7 @@ def ablate(probe: Any, X: Any, y: Any, neurons: Any, mode: str = "zero") -> floa
     """
     d = _n_features(probe)
     X_arr = _features("X", X, d)
-    y_arr = _labels("y", y, X_arr.shape[0])
+    y_arr = label_vector("y", y, X_arr.shape[0])
     fill = _fill_values(probe, mode, d)
     return _ablated_score(probe, X_arr, y_arr, _neurons(neurons, d), fill)
 
@@ -283,7 +267,7 @@ def ablation_curve(
     """
     d = _n_features(probe)
     X = _features("X_test", X_test, d)
-    y = _labels("y_test", y_test, X.shape[0])
+    y = label_vector("y_test", y_test, X.shape[0])
     order = _ranking(ranking, d)
     f, ks = _ks(fractions, d)
     seeds = _seeds(random_seeds)

@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError  # a ValueError subclass
 from sklearn.model_selection import train_test_split
 
+from probing.checks import feature_matrix, label_vector
 from probing.training import train_probe_bank
 
 __all__ = ["ElasticNetProbe", "fit_probes"]
@@ -31,29 +32,6 @@ _FORMAT = "speechprobe.ElasticNetProbe/1"
 
 # --------------------------------------------------------------------------------------------------
 # input checks
-
-
-def _features(name: str, X: Any) -> np.ndarray:
-    try:
-        array = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array") from None
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array (n_examples, n_features), got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return array
-
-
-def _labels(name: str, y: Any, n: int, X_name: str) -> np.ndarray:
-    array = np.asarray(y)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.shape[0] != n:
-        raise ValueError(f"{X_name} and {name} have different lengths ({n} vs {array.shape[0]})")
-    if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return array
 
 
 def _classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +156,7 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits (n_examples, n_classes) on raw (unstandardised) features."""
         self._check_fitted()
-        X = _features("X", X)
+        X = feature_matrix("X", X)
         if X.shape[1] != self.coef_.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features, but the probe was fitted on {self.coef_.shape[1]}")
         return ((X - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
@@ -278,11 +256,11 @@ def fit_probes(
     """
     X_arr = np.asarray(X) if not isinstance(X, (list, tuple)) else np.stack([np.asarray(x) for x in X])
     stacked = X_arr.ndim == 3
-    blocks = [_features("X", b) for b in (X_arr if stacked else [X_arr])]
+    blocks = [feature_matrix("X", b) for b in (X_arr if stacked else [X_arr])]
     n, d = blocks[0].shape
     if any(b.shape != (n, d) for b in blocks):
         raise ValueError("every input block of X must have the same shape")
-    y_arr = _labels("y", y, n, "X")
+    y_arr = label_vector("y", y, n, "X")
     classes, codes = _classes(y_arr)
     settings = [(_check_strength("l1", a), _check_strength("l2", b)) for a, b in settings]
     if not settings:
@@ -326,12 +304,12 @@ def fit_probes(
         Xv = np.asarray(X_val) if not isinstance(X_val, (list, tuple)) else np.stack([np.asarray(x) for x in X_val])
         if Xv.ndim != X_arr.ndim:
             raise ValueError(f"X_val must have the same number of dimensions as X ({X_arr.ndim}), got {Xv.ndim}")
-        val_blocks = [_features("X_val", b) for b in (Xv if stacked else [Xv])]
+        val_blocks = [feature_matrix("X_val", b) for b in (Xv if stacked else [Xv])]
         if len(val_blocks) != G or any(b.shape[1] != d for b in val_blocks):
             raise ValueError(f"X_val must have {G} input block(s) of {d} features, like X")
         if len({b.shape[0] for b in val_blocks}) != 1:
             raise ValueError("every input block of X_val must have the same number of rows")
-        val_codes = _encode_val(classes, _labels("y_val", y_val, val_blocks[0].shape[0], "X_val"))
+        val_codes = _encode_val(classes, label_vector("y_val", y_val, val_blocks[0].shape[0], "X_val"))
 
     stats = [_standardise(b) for b in blocks]
     X_train = np.stack([(b - m) / s for b, (m, s) in zip(blocks, stats)]).astype(np.float32)

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from probing.checks import feature_matrix, label_vector
 from probing.probe import ElasticNetProbe, fit_probes
 
 __all__ = ["MinimalSubset", "minimal_subset"]
@@ -62,25 +63,6 @@ class MinimalSubset:
 
 # --------------------------------------------------------------------------------------------------
 # checks
-
-
-def _matrix(name: str, X: Any) -> np.ndarray:
-    try:
-        array = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array") from None
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array (n_examples, n_features), got shape {array.shape}")
-    return array
-
-
-def _vector(name: str, y: Any, n: int, X_name: str) -> np.ndarray:
-    array = np.asarray(y)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.shape[0] != n:
-        raise ValueError(f"{X_name} and {name} have different lengths ({n} vs {array.shape[0]})")
-    return array
 
 
 def _ranking(ranking: Any, d: int) -> np.ndarray:
@@ -205,13 +187,13 @@ def minimal_subset(
     Cost: at most 2 batched fits (see the module docstring); the second is skipped when there is
     nothing to refine.
     """
-    X_train = _matrix("X_train", X_train)
-    X_val = _matrix("X_val", X_val)
+    X_train = feature_matrix("X_train", X_train)
+    X_val = feature_matrix("X_val", X_val)
     n, d = X_train.shape
     if X_val.shape[1] != d:
         raise ValueError(f"X_val has {X_val.shape[1]} features but X_train has {d}")
-    y_train = _vector("y_train", y_train, n, "X_train")
-    y_val = _vector("y_val", y_val, X_val.shape[0], "X_val")
+    y_train = label_vector("y_train", y_train, n, "X_train")
+    y_val = label_vector("y_val", y_val, X_val.shape[0], "X_val")
     order = _ranking(ranking, d)
     target = _fraction("target", target)
     if full_accuracy is not None:
