@@ -49,7 +49,7 @@ DEFAULT_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 
 # fit_probes keyword arguments that a probe's get_params() may carry over to its retrained copies
-_TRAINING_PARAMS = ("max_epochs", "batch_size", "lr", "patience", "seed", "neurox_loss")
+_TRAINING_PARAMS = ("max_epochs", "batch_size", "lr", "patience", "min_delta", "seed", "neurox_loss")
 
 
 # --------------------------------------------------------------------------------------------------

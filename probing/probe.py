@@ -116,6 +116,7 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
         batch_size: Optional[int] = 64,
         lr: float = 3e-3,
         patience: Optional[int] = 5,
+        min_delta: float = 0.0,
         seed: int = 0,
         neurox_loss: bool = False,
     ) -> None:
@@ -125,6 +126,7 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.patience = patience
+        self.min_delta = min_delta
         self.seed = seed
         self.neurox_loss = neurox_loss
 
@@ -136,6 +138,7 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size,
             lr=self.lr,
             patience=self.patience,
+            min_delta=self.min_delta,
             seed=self.seed,
             neurox_loss=self.neurox_loss,
         )
@@ -243,6 +246,7 @@ def fit_probes(
     batch_size: Optional[int] = 64,
     lr: float = 3e-3,
     patience: Optional[int] = 5,
+    min_delta: float = 0.0,
     seed: int = 0,
     neurox_loss: bool = False,
 ) -> list[ElasticNetProbe]:
@@ -315,37 +319,44 @@ def fit_probes(
     X_train = np.stack([(b - m) / s for b, (m, s) in zip(blocks, stats)]).astype(np.float32)
     X_valid = np.stack([(b - m) / s for b, (m, s) in zip(val_blocks, stats)]).astype(np.float32)
 
+    # Probes sorted by input (stable) let the bank run one matmul per input; results come back in order.
+    order = np.argsort(index, kind="stable")
     bank = train_probe_bank(
         X_train,
         codes,
         X_valid,
         val_codes,
         len(classes),
-        [a for a, _ in settings],
-        [b for _, b in settings],
-        feature_mask=mask,
-        input_index=index,
+        [settings[p][0] for p in order],
+        [settings[p][1] for p in order],
+        feature_mask=None if mask is None else mask[order],
+        input_index=index[order],
         max_epochs=max_epochs,
         batch_size=batch_size,
         lr=lr,
         patience=patience,
+        min_delta=min_delta,
         seed=seed,
         neurox_loss=neurox_loss,
     )
-    W = bank.best_weight.detach().double().numpy()
-    b = bank.best_bias.detach().double().numpy()
+    position = np.empty(P, np.int64)
+    position[order] = np.arange(P)
+    W = bank.best_weight.detach().double().numpy()[position]
+    b = bank.best_bias.detach().double().numpy()[position]
+    best_epoch = bank.best_epoch.numpy()[position]
+    best_loss = bank.best_loss.numpy()[position]
     probes = []
     for p, (l1, l2) in enumerate(settings):
         probe = ElasticNetProbe(
-            l1, l2, max_epochs=max_epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-            neurox_loss=neurox_loss,
+            l1, l2, max_epochs=max_epochs, batch_size=batch_size, lr=lr, patience=patience, min_delta=min_delta,
+            seed=seed, neurox_loss=neurox_loss,
         )
         probe.coef_ = W[p].T.copy()
         probe.intercept_ = b[p].copy()
         probe.classes_ = classes
         probe.mean_, probe.scale_ = stats[index[p]][0].copy(), stats[index[p]][1].copy()
         probe.n_features_in_ = d
-        probe.best_epoch_ = int(bank.best_epoch[p])
-        probe.best_val_loss_ = float(bank.best_loss[p])
+        probe.best_epoch_ = int(best_epoch[p])
+        probe.best_val_loss_ = float(best_loss[p])
         probes.append(probe)
     return probes
