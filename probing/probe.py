@@ -103,7 +103,9 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
     Training (see :mod:`probing.training`): Adam on mini-batches of ``batch_size`` rows in a seeded
     order (``batch_size=None``: full batch), up to ``max_epochs`` epochs, early stopping on validation
     cross-entropy with ``patience`` epochs, keeping the best epoch's weights (``patience=None``: no early
-    stopping, the last epoch's weights). Without validation data, ``fit`` holds out a seeded, stratified
+    stopping, the last epoch's weights); an epoch improves only by lowering the best validation loss by
+    more than ``min_delta`` (1e-3 nats: without it, probes on few neurons crept on for 30 epochs on
+    gains that change no prediction). Without validation data, ``fit`` holds out a seeded, stratified
     10% of the training rows for early stopping. The same ``seed`` gives the same probe.
     """
 
@@ -116,7 +118,7 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
         batch_size: Optional[int] = 64,
         lr: float = 3e-3,
         patience: Optional[int] = 5,
-        min_delta: float = 0.0,
+        min_delta: float = 1e-3,
         seed: int = 0,
         neurox_loss: bool = False,
     ) -> None:
@@ -246,7 +248,7 @@ def fit_probes(
     batch_size: Optional[int] = 64,
     lr: float = 3e-3,
     patience: Optional[int] = 5,
-    min_delta: float = 0.0,
+    min_delta: float = 1e-3,
     seed: int = 0,
     neurox_loss: bool = False,
 ) -> list[ElasticNetProbe]:

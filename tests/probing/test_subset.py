@@ -66,14 +66,17 @@ def run_search(data, ranking, **kw):
     return result, spy
 
 
+GRID = [1, 2, 5, 10, 20, 50, 100]
+
+
 @pytest.fixture(scope="module")
 def weight_search(data):
-    return run_search(data, data[5])
+    return run_search(data, data[5], candidates=GRID[:-1], n_refine=8)
 
 
 @pytest.fixture(scope="module")
 def reversed_search(data):
-    return run_search(data, data[5][::-1].copy())
+    return run_search(data, data[5][::-1].copy(), candidates=GRID[:-1], n_refine=8)
 
 
 def assert_smallest_passing(result: MinimalSubset):
@@ -111,11 +114,21 @@ def test_reversed_ranking_needs_a_much_larger_subset(weight_search, reversed_sea
     assert np.all(large.curve_accuracy[large.curve_k < 90] < 0.7)
 
 
-def test_search_is_two_batched_fits(data, weight_search, reversed_search):
+def test_default_search_is_one_batched_fit_over_a_dense_grid(data):
+    result, spy = run_search(data, data[5])
+    assert len(spy.calls) == 1
+    grid = subset_module._candidates(None, 100)
+    assert spy.calls[0]["masks"].sum(axis=1).tolist() == grid.tolist()
+    assert result.curve_k.tolist() == grid.tolist()
+    assert_smallest_passing(result)
+    assert 5 <= result.k <= 10 and data[4] <= set(result.neurons.tolist())
+
+
+def test_refining_search_is_two_batched_fits(data, weight_search, reversed_search):
     for result, spy in (weight_search, reversed_search):
         assert len(spy.calls) == 2
         first, second = spy.calls
-        grid = [1, 2, 5, 10, 20, 50, 100]
+        grid = GRID
         # round 1: one batched model over the whole grid, the full set included, masks = top-k of the ranking
         assert first["masks"].shape == (len(grid), 100)
         assert first["masks"].sum(axis=1).tolist() == grid
@@ -161,7 +174,10 @@ def test_refinement_points():
 
 
 def test_default_grid():
-    assert subset_module._candidates(None, 384).tolist() == [1, 2, 5, 10, 20, 50, 100, 200, 384]
+    grid = subset_module._candidates(None, 384)
+    assert grid[:10].tolist() == list(range(1, 11)) and grid[-1] == 384 and np.all(np.diff(grid) > 0)
+    steps = grid[11:-1] / grid[10:-2]  # past 10: each k within 10% (rounded) of the one before
+    assert np.all(steps <= 1.1 + 0.5 / grid[10:-2]) and len(grid) == 50
     assert subset_module._candidates(None, 1).tolist() == [1]
     assert subset_module._candidates([3, 3, 1], 10).tolist() == [1, 3, 10]
 
