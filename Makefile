@@ -25,11 +25,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-benchmark: $(STAMP)
+# NeuroX, the reference the probing benchmark compares against, lives in its own folder, installed without
+# its dependencies (it would pin old versions of ours); it is never imported by speechprobe itself.
+NEUROX := benchmarks/.neurox
+$(NEUROX): | $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(NEUROX) neurox==1.0.9 imbalanced-learn==0.14.2 sklearn-compat==0.1.6
+
+benchmark: $(STAMP) | $(NEUROX)
+	$(BIN)/python benchmarks/probe_training.py
 	$(BIN)/python benchmarks/corpus_build.py
 	$(BIN)/python benchmarks/mfcc_baseline.py
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/whisper_fast_vs_faithful.py
 
 clean:
-	rm -rf $(VENV) data *.egg-info
+	rm -rf $(VENV) data *.egg-info $(NEUROX)
