@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -16,7 +17,12 @@ from typing import Callable, Sequence
 from encoders.errors import EncoderError
 from tasks.errors import CorpusError
 
-USER_ERRORS: tuple[type[Exception], ...] = (CorpusError, EncoderError)
+
+class CommandError(Exception):
+    """Bad command-line input that no library call checks (a layer name, a grid, an output folder)."""
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (CorpusError, EncoderError, CommandError)
 
 
 def _column_map(pairs: Sequence[str] | None) -> dict[str, str] | None:
@@ -141,6 +147,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from experiments.probe_commands import cmd_probe as run
+
+    return run(args)
+
+
+def cmd_neurons(args: argparse.Namespace) -> int:
+    from experiments.probe_commands import cmd_neurons as run
+
+    return run(args)
+
+
 def _part_names(n: int, split) -> list[str]:
     names = [""] * n
     for part in ("train", "validation", "test"):
@@ -160,6 +178,40 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_directory(path: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary sibling folder and rename it to `path` (absent or empty), so `path` is never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would otherwise become the results' permissions
+        fill(tmp)
+        try:
+            os.replace(tmp, path)  # replaces an empty folder, refuses a non-empty one
+        except OSError as error:
+            raise CommandError(f"{path}: cannot move the results into place ({error.strerror}); nothing was written")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _add_probe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, metavar="STORE",
+                        help="a representation store (`speechprobe extract`)")
+    parser.add_argument("--task", required=True, help="speaker, gender, dialect, channel or a label column")
+    parser.add_argument("--out", required=True, metavar="DIR", help="write the results here (absent or empty)")
+    parser.add_argument("--l1", metavar="X", help="L1 strength; with --l2, the one setting tried")
+    parser.add_argument("--l2", metavar="Y", help="L2 strength; with --l1, the one setting tried")
+    parser.add_argument("--grid", metavar="L1:L2,...",
+                        help="settings to choose from on validation, e.g. 0:0,0.001:0.001 (default: l1 in "
+                             "0, 1e-4, 1e-3, 1e-2 x l2 in 0, 1e-3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, control task and bootstrap")
+    parser.add_argument("--max-epochs", metavar="N",
+                        help="training epochs per probe at most (early stopping on validation; default 100)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +290,32 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Print a store's manifest: encoder, corpus, pooling, labels, layers and dims.")
     info.add_argument("store", metavar="STORE")
     info.set_defaults(func=cmd_info)
+
+    probe = sub.add_parser(
+        "probe", help="train and score one elastic-net probe per layer for a task",
+        description="For each layer of a store: train a probe per (l1, l2) setting on the task's seeded split "
+                    "(speaker-disjoint for attribute tasks), keep the one best on validation, score it once "
+                    "on test (intervals by bootstrap over speakers), and retrain it on a control task for "
+                    "selectivity. Writes DIR/results.json, DIR/probes/<layer>/ and DIR/control_probes/<layer>/.")
+    _add_probe_options(probe)
+    probe.add_argument("--layers", nargs="+", metavar="LAYER", help="layer names or positions (default: all)")
+    probe.add_argument("--no-control", action="store_true", help="skip the control task (no selectivity)")
+    probe.set_defaults(func=cmd_probe)
+
+    neurons = sub.add_parser(
+        "neurons", help="rank one layer's neurons, find the minimal subset and ablate",
+        description="Choose a probe for one layer (or `all`: every layer's features side by side) as `probe` "
+                    "does, rank its neurons, find the smallest top-k that keeps --target of the validation "
+                    "accuracy, and measure test accuracy with the top / random / bottom neurons removed "
+                    "or kept alone. Writes DIR/neurons.json and DIR/probe/.")
+    _add_probe_options(neurons)
+    neurons.add_argument("--layer", required=True, metavar="LAYER",
+                         help="a layer name or position, or `all` for every layer concatenated")
+    neurons.add_argument("--method", default="weight", choices=("weight", "neurox", "probeless"),
+                         help="neuron ranking (default weight: norm of the standardised weights)")
+    neurons.add_argument("--target", default="0.97", metavar="FRACTION",
+                         help="the subset must reach this fraction of the full probe's accuracy (default 0.97)")
+    neurons.set_defaults(func=cmd_neurons)
     return parser
 
 

@@ -135,7 +135,7 @@ class ProbeBank(pl.LightningModule):
         batch_size: Optional[int] = 64,
         lr: float = 3e-3,
         patience: Optional[int] = 5,
-        min_delta: float = 1e-2,
+        min_delta: float = 3e-3,
         neurox_loss: bool = False,
     ) -> None:
         super().__init__()
@@ -326,7 +326,7 @@ def train_probe_bank(
     batch_size: Optional[int] = 64,
     lr: float = 3e-3,
     patience: Optional[int] = 5,
-    min_delta: float = 1e-2,
+    min_delta: float = 3e-3,
     seed: int = 0,
     neurox_loss: bool = False,
 ) -> ProbeBank:
