@@ -21,6 +21,10 @@ demo: $(STAMP)
 	$(BIN)/speechprobe corpus --summary $(DEMO_CORPUS)
 	$(BIN)/speechprobe extract --corpus $(DEMO_CORPUS) --encoder ge2e --out data/stores/ge2e
 	$(BIN)/speechprobe info data/stores/ge2e
+	# probe results are never overwritten: a second run keeps (and shows) the first run's
+	test -e data/runs/ge2e-gender || $(BIN)/speechprobe probe --store data/stores/ge2e --task gender --out data/runs/ge2e-gender
+	test -e data/runs/ge2e-gender-lstm3 || $(BIN)/speechprobe neurons --store data/stores/ge2e --task gender --layer lstm3 --out data/runs/ge2e-gender-lstm3
+	$(BIN)/python -c "import json; r = json.load(open('data/runs/ge2e-gender/results.json')); print('gender, best layer (validation):', r['best_layer'], {l['layer']: round(l['accuracy']['value'], 3) for l in r['layers']})"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
