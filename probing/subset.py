@@ -11,9 +11,11 @@ that trains every candidate subset together as one model (one probe per k, restr
 mask), over a dense grid of k: every k up to 10, then steps of ``resolution`` (10%) of k, then D itself
 (the full probe, whose accuracy is ``full_accuracy`` unless one is given) - or the caller's
 ``candidates`` (plus D). So the answer is the smallest passing k to within 10%. Why one dense round and
-not a coarse grid refined in a second round: a batch of probes costs little more per epoch than one
-probe (48 probes of 384 neurons: 1.7x; 1: 32 ms, 32: 54 ms per epoch of 3,200 rows on 2 cores), so
-rounds, not candidates, are what cost. An optional refinement round (``n_refine > 0``) tries up to
+not a coarse grid refined in a second round: every round pays for its slowest candidate's epochs, and
+a bank of probes costs much less per epoch than the same probes trained one by one (32 probes of 384
+neurons: 54 ms per epoch of 3,200 rows on 2 cores, one probe 32 ms). The search still costs several
+single fits (benchmarks/probe_training.py: 50 candidates, about 3x a single probe per epoch, the
+small-k ones training longest; 6-7 single fits in all). An optional refinement round (``n_refine > 0``) tries up to
 ``n_refine`` evenly spaced ks strictly between the last failing grid point and the first passing one,
 when any lies between them.
 
@@ -181,7 +183,7 @@ def minimal_subset(
         to 10, then k growing by ``resolution`` (10%) per step, then D.
     probe_params
         :class:`ElasticNetProbe` keyword parameters (``l1``, ``l2``, ``max_epochs``, ``batch_size``,
-        ``lr``, ``patience``, ``seed``, ``neurox_loss``) used for every candidate probe.
+        ``lr``, ``patience``, ``min_delta``, ``seed``, ``neurox_loss``) used for every candidate probe.
     resolution
         Relative spacing of the default grid, in (0, 1].
     n_refine
