@@ -40,16 +40,13 @@ import numpy as np
 
 from probing.checks import feature_matrix, label_vector
 from probing.metrics import accuracy
-from probing.probe import fit_probes
+from probing.probe import TRAINING_PARAMS, fit_probes
 
 __all__ = ["AblationCurve", "MODES", "ablate", "ablation_curve"]
 
 MODES = ("zero", "mean")
 DEFAULT_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
-
-# fit_probes keyword arguments that a probe's get_params() may carry over to its retrained copies
-_TRAINING_PARAMS = ("max_epochs", "batch_size", "lr", "patience", "min_delta", "seed", "neurox_loss")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,7 +235,7 @@ def _fit_params(probe: Any) -> tuple[float, float, dict]:
     params = dict(get_params())
     if "l1" not in params or "l2" not in params:
         raise ValueError("probe.get_params() must give l1 and l2 to retrain with")
-    kwargs = {name: params[name] for name in _TRAINING_PARAMS if name in params}
+    kwargs = {name: params[name] for name in TRAINING_PARAMS if name in params}
     return params["l1"], params["l2"], kwargs
 
 

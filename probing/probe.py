@@ -23,7 +23,11 @@ from sklearn.model_selection import train_test_split
 from probing.checks import feature_matrix, label_vector
 from probing.training import train_probe_bank
 
-__all__ = ["ElasticNetProbe", "fit_probes"]
+__all__ = ["TRAINING_PARAMS", "ElasticNetProbe", "fit_probes"]
+
+# The ElasticNetProbe parameters that are fit_probes keyword arguments (all but l1 and l2): what a
+# retrained copy of a probe, or every probe of a sweep, takes over.
+TRAINING_PARAMS = ("max_epochs", "batch_size", "lr", "patience", "min_delta", "seed", "neurox_loss")
 
 _TENSORS = "probe.safetensors"
 _META = "probe.json"

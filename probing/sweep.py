@@ -22,7 +22,7 @@ import numpy as np
 
 from probing.checks import feature_matrix, label_vector
 from probing.metrics import Interval, bootstrap_interval, majority_baseline, selectivity
-from probing.probe import ElasticNetProbe, fit_probes
+from probing.probe import TRAINING_PARAMS, ElasticNetProbe, fit_probes
 
 __all__ = ["DEFAULT_GRID", "LayerScore", "SweepResult", "probe_layers", "sparsity"]
 
@@ -30,7 +30,6 @@ __all__ = ["DEFAULT_GRID", "LayerScore", "SweepResult", "probe_layers", "sparsit
 DEFAULT_GRID: tuple[tuple[float, float], ...] = tuple(
     (l1, l2) for l1 in (0.0, 1e-4, 1e-3, 1e-2) for l2 in (0.0, 1e-3)
 )
-_TRAINING_PARAMS = ("max_epochs", "batch_size", "lr", "patience", "min_delta", "seed", "neurox_loss")
 SPARSITY_THRESHOLD = 0.01  # a neuron counts as unused below this fraction of the probe's largest |weight|
 
 
@@ -131,11 +130,11 @@ def _check_classes(labels: np.ndarray, rows: tuple[np.ndarray, ...], what: str) 
 
 
 def _training_kwargs(probe_params: Optional[Mapping[str, Any]]) -> dict:
-    params = {k: v for k, v in ElasticNetProbe().get_params().items() if k in _TRAINING_PARAMS}
+    params = {k: v for k, v in ElasticNetProbe().get_params().items() if k in TRAINING_PARAMS}
     if probe_params:
-        unknown = sorted(set(probe_params) - set(_TRAINING_PARAMS))
+        unknown = sorted(set(probe_params) - set(TRAINING_PARAMS))
         if unknown:
-            raise ValueError(f"unknown probe_params {unknown}; known: {', '.join(_TRAINING_PARAMS)}")
+            raise ValueError(f"unknown probe_params {unknown}; known: {', '.join(TRAINING_PARAMS)}")
         params.update(probe_params)
     return params
 

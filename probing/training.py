@@ -164,13 +164,11 @@ class ProbeBank(pl.LightningModule):
             self.register_buffer("mask", mask.view(-1, S, n_features).transpose(1, 2)[..., None].contiguous())
         self.weight = torch.nn.Parameter(torch.zeros(len(groups), n_features, S, n_classes))
         self.bias = torch.nn.Parameter(torch.zeros(P, n_classes))
-        # Adam's moments, and the penalty strengths shaped to broadcast over the grouped weights
+        # Adam's moments
         for name in ("weight", "bias"):
             self.register_buffer(f"adam_m_{name}", torch.zeros_like(getattr(self, name)))
             self.register_buffer(f"adam_v_{name}", torch.zeros_like(getattr(self, name)))
         self.adam_steps = 0
-        self.register_buffer("l1_grouped", l1_t.view(-1, 1, S, 1))
-        self.register_buffer("l2_grouped", l2_t.view(-1, 1, S, 1))
         # early-stopping state, per probe
         self.register_buffer("best_loss", torch.full((P,), float("inf"), dtype=torch.float64))
         self.register_buffer("best_weight", torch.zeros(P, n_features, n_classes))
@@ -247,12 +245,13 @@ class ProbeBank(pl.LightningModule):
         grad_weight = torch.bmm(inputs.transpose(1, 2), residual.view(G, B, S * C)).view(G, D, S, C)
         grad_bias = residual.sum(dim=1).view(G * S, C)
         W = self.weight
-        grad_weight.add_(W.sign().mul_(self.l1_grouped))
+        l1, l2 = self.l1.view(G, 1, S, 1), self.l2.view(G, 1, S, 1)  # per probe, over the grouped weights
+        grad_weight.add_(W.sign().mul_(l1))
         if self.hparams.neurox_loss:  # d ||W||_F = W / ||W||_F (0 at W = 0, as autograd's subgradient)
             norm = torch.linalg.vector_norm(W, dim=(1, 3), keepdim=True)
-            grad_weight.add_(W / norm.clamp_min(torch.finfo(W.dtype).tiny) * self.l2_grouped)
+            grad_weight.add_(W / norm.clamp_min(torch.finfo(W.dtype).tiny) * l2)
         else:
-            grad_weight.add_(W * (2 * self.l2_grouped))
+            grad_weight.add_(W * (2 * l2))
         if self.masked:
             grad_weight.mul_(self.mask)
         return grad_weight, grad_bias
