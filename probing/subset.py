@@ -13,11 +13,13 @@ mask), over a dense grid of k: every k up to 10, then steps of ``resolution`` (1
 ``candidates`` (plus D). So the answer is the smallest passing k to within 10%. Why one dense round and
 not a coarse grid refined in a second round: every round pays for its slowest candidate's epochs, and
 a bank of probes costs much less per epoch than the same probes trained one by one (32 probes of 384
-neurons: 54 ms per epoch of 3,200 rows on 2 cores, one probe 32 ms). The search still costs several
-single fits (benchmarks/probe_training.py: 50 candidates, about 3x a single probe per epoch, the
-small-k ones training longest; 6-7 single fits in all). An optional refinement round (``n_refine > 0``) tries up to
-``n_refine`` evenly spaced ks strictly between the last failing grid point and the first passing one,
-when any lies between them.
+neurons: 54 ms per epoch of 3,200 rows on 2 cores, one probe 32 ms). The bank is a
+:class:`probing.training.RaggedProbeBank` (the masks are nested): a candidate of k neurons costs about
+k, not D, per step, and candidates that early stopping froze drop out of the computation. The small-k
+candidates train longest (on benchmarks/probe_training.py about 70 epochs against the full probe's 30),
+so the search still costs about 3 single fits (it cost 7 with every candidate computed on all D).
+An optional refinement round (``n_refine > 0``) tries up to ``n_refine`` evenly spaced ks strictly
+between the last failing grid point and the first passing one, when any lies between them.
 
 The result is the smallest passing k among *all* evaluated ks. Every choice (the threshold, the passing
 ks, early stopping of the candidate probes) uses the validation split only, never a test split.

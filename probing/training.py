@@ -25,6 +25,11 @@ exactly what training it alone with the same rule would give. An epoch counts as
 if it lowers the best loss by more than ``min_delta``. Training stops when every probe is
 frozen or at ``max_epochs``. ``patience=None`` disables early stopping and keeps the final weights.
 
+:class:`RaggedProbeBank` trains probes on nested feature subsets of one input (masks that are all
+prefixes of one feature order, e.g. the top k of a ranking for many k) with each probe costing its own
+k features, not D, and drops frozen probes from the computation; ``train_probe_bank`` picks it for
+such masks.
+
 Inputs here are already standardised float arrays; :mod:`probing.probe` does the checking and the
 standardisation. This module knows nothing about encoders or tasks.
 """
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -40,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-__all__ = ["ArrayDataModule", "ProbeBank", "train_probe_bank"]
+__all__ = ["ArrayDataModule", "ProbeBank", "RaggedProbeBank", "train_probe_bank"]
 
 
 class _Rows(Dataset):
@@ -139,7 +144,7 @@ class ProbeBank(pl.LightningModule):
         neurox_loss: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["feature_mask", "input_index"])
+        self.save_hyperparameters(ignore=["feature_mask", "input_index", "feature_order", "ordered_inputs"])
         self.automatic_optimization = False
         l1_t = torch.as_tensor(np.asarray(l1, dtype=np.float32))
         l2_t = torch.as_tensor(np.asarray(l2, dtype=np.float32))
@@ -164,6 +169,17 @@ class ProbeBank(pl.LightningModule):
             self.register_buffer("mask", mask.view(-1, S, n_features).transpose(1, 2)[..., None].contiguous())
         self.weight = torch.nn.Parameter(torch.zeros(len(groups), n_features, S, n_classes))
         self.bias = torch.nn.Parameter(torch.zeros(P, n_classes))
+        # Per-probe penalty strengths (and the mask) spread to the weights' full shape once: multiplying by
+        # a (G, 1, S, 1) broadcast view runs an 8-element inner loop, 10x slower per step than by a
+        # full-size tensor. Non-persistent: derived from l1, l2 and mask, not state.
+        shape = self.weight.shape
+        grouped = lambda values: values.view(len(groups), 1, S, 1).expand(shape).contiguous()
+        l2_factor = l2_t if neurox_loss else 2 * l2_t  # d(l2 W^2) = 2 l2 W; NeuroX's form: l2 W / ||W||
+        self.register_buffer("_l1_full", grouped(l1_t), persistent=False)
+        self.register_buffer("_l2_full", grouped(l2_factor), persistent=False)
+        if self.masked:
+            self.register_buffer("_mask_full", self.mask.expand(shape).contiguous(), persistent=False)
+        self._scratch = torch.empty(shape)  # reused by every step for sign(W) and Adam's denominator
         # Adam's moments
         for name in ("weight", "bias"):
             self.register_buffer(f"adam_m_{name}", torch.zeros_like(getattr(self, name)))
@@ -192,6 +208,10 @@ class ProbeBank(pl.LightningModule):
         """Every probe's weights, (P, D, C), masked features at exactly 0."""
         G, D, S, C = self.weight.shape
         return self._grouped_weight().transpose(1, 2).reshape(G * S, D, C)
+
+    def effective_bias(self) -> torch.Tensor:
+        """Every probe's bias, (P, C)."""
+        return self.bias
 
     def _inputs(self, X: torch.Tensor) -> torch.Tensor:
         """The (G, B, D) inputs of the weight groups, from a (G_in, B, D) batch."""
@@ -245,15 +265,14 @@ class ProbeBank(pl.LightningModule):
         grad_weight = torch.bmm(inputs.transpose(1, 2), residual.view(G, B, S * C)).view(G, D, S, C)
         grad_bias = residual.sum(dim=1).view(G * S, C)
         W = self.weight
-        l1, l2 = self.l1.view(G, 1, S, 1), self.l2.view(G, 1, S, 1)  # per probe, over the grouped weights
-        grad_weight.add_(W.sign().mul_(l1))
+        if self.masked:  # masked weights stay 0, so their penalty terms below are 0 already
+            grad_weight.mul_(self._mask_full)
+        grad_weight.addcmul_(torch.sign(W, out=self._scratch), self._l1_full)
         if self.hparams.neurox_loss:  # d ||W||_F = W / ||W||_F (0 at W = 0, as autograd's subgradient)
             norm = torch.linalg.vector_norm(W, dim=(1, 3), keepdim=True)
-            grad_weight.add_(W / norm.clamp_min(torch.finfo(W.dtype).tiny) * l2)
+            grad_weight.add_(W / norm.clamp_min(torch.finfo(W.dtype).tiny) * self.l2.view(G, 1, S, 1))
         else:
-            grad_weight.add_(W * (2 * l2))
-        if self.masked:
-            grad_weight.mul_(self.mask)
+            grad_weight.addcmul_(W, self._l2_full)
         return grad_weight, grad_bias
 
     @torch.no_grad()
@@ -267,7 +286,9 @@ class ProbeBank(pl.LightningModule):
             m, v = getattr(self, f"adam_m_{name}"), getattr(self, f"adam_v_{name}")
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denominator = (v.sqrt() / correction2_sqrt).add_(eps)
+            # (sqrt(v) / correction2_sqrt) + eps, as torch.optim.Adam, in a reused buffer (no allocation)
+            denominator = torch.sqrt(v, out=self._scratch if name == "weight" else None)
+            denominator.div_(correction2_sqrt).add_(eps)
             getattr(self, name).addcdiv_(m, denominator, value=-self.hparams.lr / correction1)
 
     def training_step(self, batch, batch_idx):
@@ -279,9 +300,13 @@ class ProbeBank(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_sum, self._val_n = None, 0
 
+    def _probe_cross_entropy(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-probe summed cross-entropy (P,) on a batch."""
+        return self._cross_entropy(self(X), y)
+
     def validation_step(self, batch, batch_idx):
         X, y = batch
-        ce = self._cross_entropy(self(X), y).detach().double()
+        ce = self._probe_cross_entropy(X, y).detach().double()
         self._val_sum = ce if self._val_sum is None else self._val_sum + ce
         self._val_n += y.shape[0]
 
@@ -297,17 +322,256 @@ class ProbeBank(pl.LightningModule):
             self.best_loss[improved] = loss[improved]
             self.best_epoch[improved] = self.current_epoch
             self.best_weight[improved] = self.effective_weight()[improved]
-            self.best_bias[improved] = self.bias[improved]
+            self.best_bias[improved] = self.effective_bias()[improved]
             if self.hparams.patience is not None:
                 stalled = self.active & ~improved
                 self.wait[improved] = 0
                 self.wait[stalled] += 1
+                was_active = int(self.active.sum())
                 self.active &= self.wait < int(self.hparams.patience)
                 if not bool(self.active.any()):
                     self.trainer.should_stop = True
+                elif int(self.active.sum()) < was_active:
+                    self._frozen_some()
+
+    def _frozen_some(self) -> None:
+        """Called when some probes froze this epoch (others still train): nothing to do here."""
 
     def configure_optimizers(self):
         return None  # the Adam update is written out in _adam_step (manual optimisation)
+
+
+# A tier's fixed cost per step (its own two matmul calls and slicing, about 20 us) in units of the
+# per-step work on one probe's weights for one feature (C weights through every elementwise op and both
+# matmuls, about 70 ns on 2 cores): what _tiers weighs against padding narrow probes to a tier's width.
+TIER_COST = 256
+
+
+def nested_feature_order(feature_mask: np.ndarray) -> Optional[np.ndarray]:
+    """A feature order in which every probe's mask is a prefix, or None when the masks are not nested.
+
+    Masks are nested when, sorted by size, each contains the one before (e.g. the top k of one ranking
+    for several k, as :func:`probing.subset.minimal_subset` trains). Features sorted by how many masks
+    hold them (stable) then put every mask's features first.
+    """
+    mask = np.asarray(feature_mask) != 0
+    order = np.argsort(-mask.sum(axis=0), kind="stable")
+    prefix = np.arange(mask.shape[1])[None, :] < mask.sum(axis=1)[:, None]
+    return order if np.array_equal(mask[:, order], prefix) else None
+
+
+def _tiers(widths: np.ndarray, cost: float) -> list[np.ndarray]:
+    """Probes grouped into tiers of consecutive widths, minimising sum over tiers of (cost + width x probes).
+
+    A tier computes every probe at the tier's largest width, so narrow probes in a wide tier waste work
+    and every extra tier costs ``cost``; the best split of the sorted widths is a small dynamic program
+    (quadratic in the number of probes, run only when the set of training probes changes).
+    """
+    order = np.argsort(widths, kind="stable")
+    w = widths[order].astype(np.float64)
+    n = len(w)
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    cut = np.zeros(n + 1, np.int64)
+    for j in range(1, n + 1):  # the last tier holds sorted probes i..j-1, at width w[j - 1]
+        totals = best[:j] + cost + w[j - 1] * (j - np.arange(j))
+        cut[j] = int(np.argmin(totals))
+        best[j] = totals[cut[j]]
+    tiers, j = [], n
+    while j > 0:
+        tiers.append(order[cut[j]:j])
+        j = cut[j]
+    return tiers[::-1]
+
+
+class _Tier(NamedTuple):
+    """One tier of a :class:`RaggedProbeBank`: its probes, their common width, and where they lie (as
+    plain ints, computed once per layout: per step, Python-level arithmetic on tensors cost more than
+    the tier's matmuls)."""
+
+    ids: torch.Tensor  # probe ids
+    width: int  # features read (the first ``width`` in feature order)
+    size: int  # number of probes
+    offset: int  # the tier's block of the flat weights: [offset, end), read as (width, size * C)
+    end: int
+    start: int  # its bias rows in the (P_training, C) biases: [start, start + size)
+
+
+class RaggedProbeBank(ProbeBank):
+    """Probes on nested feature subsets of one input, each computed on its own features only.
+
+    For masks that are prefixes of one feature order (:func:`nested_feature_order`), e.g. minimal_subset's
+    top-k candidates: the masked :class:`ProbeBank` multiplies all D features for every probe, here a probe
+    of k features costs about k. Probes are grouped into a few *tiers* of similar k (:func:`_tiers`); tier
+    t reads the first D_t features (in that order) with one matmul for all its probes, and a probe with
+    k < D_t keeps its extra D_t - k weights at 0 with a mask, as the masked bank does. All tiers' weights
+    are one flat parameter vector (biases one (P, C) tensor), so the penalty and Adam run as single ops.
+
+    Probes that early stopping froze are dropped from the computation (their best weights are kept, their
+    live weights were ignored anyway), and the remaining ones are re-tiered: the wide, fast-converging
+    candidates stop costing once they are done. Each probe's updates are exactly those of the masked bank
+    (same batches, gradients and Adam moments, up to float reduction order); ``tests/probing`` compares them.
+    ``weight`` is the flat vector of the probes in training, ``bias`` their biases, in tier order.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        l1: Sequence[float],
+        l2: Sequence[float],
+        *,
+        feature_mask: np.ndarray,
+        feature_order: np.ndarray,
+        input_index: Optional[Sequence[int]] = None,
+        ordered_inputs: bool = False,
+        **kwargs,
+    ) -> None:
+        index = np.zeros(len(l1), np.int64) if input_index is None else np.asarray(input_index, np.int64)
+        if np.any(index != index[0]):
+            raise ValueError("a RaggedProbeBank's probes all read one input")
+        super().__init__(n_features, n_classes, l1, l2, **kwargs)  # unmasked, one group; re-laid out below
+        self.register_buffer("feature_order", torch.as_tensor(np.asarray(feature_order, np.int64)))
+        self.widths = (np.asarray(feature_mask) != 0).sum(axis=1)
+        self._input = int(index[0])
+        self.ordered_inputs = bool(ordered_inputs)  # batches come with their features in feature_order already
+        P, D, C = len(self.widths), n_features, n_classes
+        # Every probe's weights and Adam moments (P, D, C) in ``feature_order`` and biases (P, C): where a
+        # probe's state is kept while the tier layout changes (read back from the flat vectors then).
+        self._state = {name: torch.zeros(P, D, C) for name in ("weight", "m", "v")}
+        self._state.update({name: torch.zeros(P, C) for name in ("bias", "m_bias", "v_bias")})
+        self._pack(np.arange(P))
+
+    @property
+    def n_probes(self) -> int:
+        return self.l1.shape[0]
+
+    def _pack(self, probes: np.ndarray) -> None:
+        """Lay out ``probes`` (the ones still training) in tiers of one flat weight vector, from ``_state``."""
+        C = self.hparams.n_classes
+        l2_factor = self.l2 if self.hparams.neurox_loss else 2 * self.l2
+        self._tiers: list[_Tier] = []
+        blocks: dict[str, list[torch.Tensor]] = {name: [] for name in ("weight", "m", "v", "mask", "l1", "l2")}
+        offset = start = 0
+        for tier in _tiers(self.widths[probes], TIER_COST):
+            ids = torch.as_tensor(probes[tier])
+            width, S = int(self.widths[probes[tier]].max()), len(tier)
+            self._tiers.append(_Tier(ids, width, S, offset, offset + width * S * C, start))
+            for name in ("weight", "m", "v"):  # tier block (width, S, C), flattened
+                blocks[name].append(self._state[name][ids, :width].transpose(0, 1).reshape(-1))
+            inside = torch.arange(width)[:, None] < torch.as_tensor(self.widths[probes[tier]])[None, :]
+            blocks["mask"].append(inside[..., None].expand(width, S, C).reshape(-1).float())
+            blocks["l1"].append(self.l1[ids][None, :, None].expand(width, S, C).reshape(-1))
+            blocks["l2"].append(l2_factor[ids][None, :, None].expand(width, S, C).reshape(-1))
+            offset += width * S * C
+            start += S
+        self._packed = torch.cat([tier.ids for tier in self._tiers])
+        self._width = max(tier.width for tier in self._tiers)
+        self.weight = torch.nn.Parameter(torch.cat(blocks["weight"]))
+        self.adam_m_weight, self.adam_v_weight = torch.cat(blocks["m"]), torch.cat(blocks["v"])
+        self.bias = torch.nn.Parameter(self._state["bias"][self._packed].clone())
+        self.adam_m_bias = self._state["m_bias"][self._packed].clone()
+        self.adam_v_bias = self._state["v_bias"][self._packed].clone()
+        self._mask_full, self._l1_full, self._l2_full = torch.cat(blocks["mask"]), torch.cat(blocks["l1"]), torch.cat(blocks["l2"])
+        self._scratch = torch.empty_like(self.weight)
+
+    def _unpack(self, names: Sequence[str] = ("weight", "m", "v")) -> None:
+        """Write the flat vectors of the probes in training back into ``_state``."""
+        C = self.hparams.n_classes
+        flats = {"weight": self.weight, "m": self.adam_m_weight, "v": self.adam_v_weight}
+        with torch.no_grad():
+            for tier in self._tiers:
+                for name in names:
+                    block = flats[name][tier.offset:tier.end].view(tier.width, tier.size, C)
+                    self._state[name][tier.ids, :tier.width] = block.transpose(0, 1)
+            for name, tensor in (("bias", self.bias), ("m_bias", self.adam_m_bias), ("v_bias", self.adam_v_bias)):
+                self._state[name][self._packed] = tensor
+
+    def _frozen_some(self) -> None:
+        self._unpack()
+        self._pack(torch.nonzero(self.active).view(-1).numpy())
+
+    def _ordered(self, X: torch.Tensor) -> torch.Tensor:
+        """The (B, D_max) columns that the tiers read, in ``feature_order``, from a (G_in, B, D) batch."""
+        if self.ordered_inputs:
+            return X[self._input, :, :self._width]
+        return X[self._input].index_select(1, self.feature_order[:self._width])
+
+    def _tier_logits(self, Xo: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Logits (B, P_training, C) of the probes in training, in tier order."""
+        C = self.hparams.n_classes
+        bias = self.bias.view(-1)
+        parts = [
+            torch.addmm(bias[t.start * C:(t.start + t.size) * C], Xo[:, :t.width],
+                        weight[t.offset:t.end].view(t.width, t.size * C))
+            for t in self._tiers
+        ]
+        logits = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return logits.view(Xo.shape[0], -1, C)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """Logits (1, B, P_training, C) of the probes in training (tier order), for a (G_in, B, D) batch."""
+        return self._tier_logits(self._ordered(X), self.weight * self._mask_full)[None]
+
+    def _tier_views(self, flat: torch.Tensor):
+        C = self.hparams.n_classes
+        for tier in self._tiers:
+            yield tier.ids, flat[tier.offset:tier.end].view(tier.width, tier.size, C)
+
+    def penalty(self) -> torch.Tensor:
+        """Per-probe penalty of the probes in training (tier order)."""
+        terms = []
+        for ids, W in self._tier_views(self.weight * self._mask_full):
+            l2 = torch.linalg.vector_norm(W, dim=(0, 2)) if self.hparams.neurox_loss else W.square().sum(dim=(0, 2))
+            terms.append(self.l1[ids] * W.abs().sum(dim=(0, 2)) + self.l2[ids] * l2)
+        return torch.cat(terms)
+
+    def effective_weight(self) -> torch.Tensor:
+        """Every probe's weights (P, D, C) in the input's feature order (frozen probes: as when dropped)."""
+        self._unpack(("weight",))
+        weight = torch.empty_like(self._state["weight"])
+        weight[:, self.feature_order] = self._state["weight"]
+        return weight
+
+    def effective_bias(self) -> torch.Tensor:
+        bias = self._state["bias"].clone()
+        bias[self._packed] = self.bias.detach()
+        return bias
+
+    def _probe_cross_entropy(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ce = torch.full((self.n_probes,), float("inf"))  # frozen probes: no longer evaluated (never improve)
+        ce[self._packed] = self._cross_entropy(self(X), y)
+        return ce
+
+    @torch.no_grad()
+    def gradients(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed-form gradients (see :meth:`ProbeBank.gradients`) for the flat weights and the biases."""
+        Xo = self._ordered(X)
+        B, C = y.shape[0], self.hparams.n_classes
+        residual = torch.softmax(self._tier_logits(Xo, self.weight), dim=-1)  # (B, P_training, C)
+        P = residual.shape[1]
+        residual.scatter_add_(2, y.view(B, 1, 1).expand(B, P, 1), residual.new_full((1, 1, 1), -1.0).expand(B, P, 1))
+        residual.div_(B)
+        columns = residual.view(B, P * C)
+        grad_weight = torch.empty_like(self.weight)
+        for t in self._tiers:
+            torch.mm(Xo[:, :t.width].t(), columns[:, t.start * C:(t.start + t.size) * C],
+                     out=grad_weight[t.offset:t.end].view(t.width, t.size * C))
+        grad_bias = residual.sum(dim=0)
+        W = self.weight
+        grad_weight.mul_(self._mask_full)  # masked weights stay 0, so their penalty terms are 0 already
+        grad_weight.addcmul_(torch.sign(W, out=self._scratch), self._l1_full)
+        if self.hparams.neurox_loss:  # d ||W||_F = W / ||W||_F per probe (0 at W = 0)
+            for (ids, Wt), (_, grad) in zip(self._tier_views(W), self._tier_views(grad_weight)):
+                norm = torch.linalg.vector_norm(Wt, dim=(0, 2), keepdim=True)
+                grad.add_(Wt / norm.clamp_min(torch.finfo(W.dtype).tiny) * self.l2[ids].view(1, -1, 1))
+        else:
+            grad_weight.addcmul_(W, self._l2_full)
+        return grad_weight, grad_bias
+
+
+# Whether train_probe_bank trains nested masks as a RaggedProbeBank (tests switch it off to compare).
+RAGGED = True
 
 
 def train_probe_bank(
@@ -333,14 +597,23 @@ def train_probe_bank(
     # No pl.seed_everything / deterministic=True: both change the caller's global state. Nothing here
     # draws from a global RNG (zero start, batch order from a generator seeded with ``seed``), and the
     # CPU kernels used are deterministic.
+    order = None
+    one_input = input_index is None or len(set(np.asarray(input_index).tolist())) == 1
+    if RAGGED and feature_mask is not None and one_input:
+        order = nested_feature_order(feature_mask)
+    extra = {}
+    if order is not None:  # features reordered once here, not gathered per step (the bank reads prefixes)
+        X_train, X_val = np.take(X_train, order, axis=-1), np.take(X_val, order, axis=-1)
+        extra = {"feature_order": order, "ordered_inputs": True}
     data = ArrayDataModule(X_train, y_train, X_val, y_val, batch_size=batch_size, seed=seed)
-    model = ProbeBank(
+    model = (ProbeBank if order is None else RaggedProbeBank)(
         X_train.shape[-1],
         n_classes,
         l1,
         l2,
         feature_mask=feature_mask,
         input_index=input_index,
+        **extra,
         batch_size=batch_size,
         lr=lr,
         patience=patience,
