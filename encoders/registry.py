@@ -63,11 +63,34 @@ RANDOM_FIXED: dict[str, tuple[str, Callable[..., SpeechEncoder]]] = {
     "ge2e": ("LSTM", _lazy("encoders.ge2e", "ge2e", pretrained=False)),
     "crepe-tiny": ("CNN", _lazy("encoders.crepe", "crepe", "tiny", pretrained=False)),
     "whisper-tiny.en": ("Transformer", _lazy("encoders.whisper", "whisper_tiny_en", pretrained=False)),
+    "whisper-tiny.en-fast": ("Transformer", _lazy("encoders.whisper", "whisper_tiny_en", fast=True, pretrained=False)),
 }
 
 
 def known_names() -> list[str]:
     return [*FIXED, "hf:<model id or path>", "random:<architecture>[-tiny][@seed]"]
+
+
+def random_twin(name: str) -> str | None:
+    """The random-weights baseline of a fixed encoder (`random:<name>`), or None if it has none."""
+    return f"{RANDOM_PREFIX}{name}" if name in RANDOM_FIXED else None
+
+
+def check_name(name: str) -> None:
+    """Refuse a name no encoder answers to (listing the known ones) without building anything."""
+    if name in FIXED or (name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX)):
+        return
+    if name.startswith(RANDOM_PREFIX):
+        architecture, _, seed = name[len(RANDOM_PREFIX):].partition("@")
+        if architecture in RANDOM_FIXED:
+            if seed and not seed.isdigit():
+                raise EncoderError(f"encoder {name}: the seed after @ must be a whole number, got {seed!r}")
+            return
+        from encoders.hf import parse_random_name
+
+        parse_random_name(name)
+        return
+    raise EncoderError(f"unknown encoder {name!r}; known: {', '.join(known_names())}")
 
 
 def create_encoder(name: str, *, trust_remote_code: bool = False) -> SpeechEncoder:

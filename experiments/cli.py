@@ -25,7 +25,7 @@ class CommandError(Exception):
 USER_ERRORS: tuple[type[Exception], ...] = (CorpusError, EncoderError, CommandError)
 
 
-def _column_map(pairs: Sequence[str] | None) -> dict[str, str] | None:
+def column_map(pairs: Sequence[str] | None) -> dict[str, str] | None:
     """`--column speaker=speaker_id` pairs: canonical name = column in the source."""
     if not pairs:
         return None
@@ -38,7 +38,7 @@ def _column_map(pairs: Sequence[str] | None) -> dict[str, str] | None:
     return mapping
 
 
-def _add_corpus_source(parser: argparse.ArgumentParser) -> None:
+def add_corpus_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--column", action="append", metavar="NAME=SOURCE",
                         help="map a canonical column (speaker, gender, dialect, channel, text, utt_id) to a "
                              "column of the source, e.g. --column dialect=accent; repeatable")
@@ -48,7 +48,7 @@ def _add_corpus_source(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace, source: str):
     from tasks.corpus import load_corpus
 
-    return load_corpus(source, columns=_column_map(args.column), split=args.hf_split)
+    return load_corpus(source, columns=column_map(args.column), split=args.hf_split)
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
@@ -159,6 +159,15 @@ def cmd_neurons(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """A command whose module (and its numpy/torch imports) loads only when that command runs."""
+    def command(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(args)
+    return command
+
+
 def _part_names(n: int, split) -> list[str]:
     names = [""] * n
     for part in ("train", "validation", "test"):
@@ -242,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--seed", type=int, help="random seed (default 0); same seed, same bytes")
     corpus.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
     corpus.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_corpus_source(corpus)
+    add_corpus_source(corpus)
     corpus.set_defaults(func=cmd_corpus)
 
     split = sub.add_parser(
@@ -255,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5: 60/20/20)")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--out", metavar="FILE.csv", help="write the split table here")
-    _add_corpus_source(split)
+    add_corpus_source(split)
     split.set_defaults(func=cmd_split)
 
     encoders = sub.add_parser("encoders", help="list the registered encoders and whether their weights are here",
@@ -283,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--trust-remote-code", action="store_true",
                          help="let hf: models run code from their repository (off by default)")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_corpus_source(extract)
+    add_corpus_source(extract)
     extract.set_defaults(func=cmd_extract)
 
     info = sub.add_parser("info", help="describe a representation store",
@@ -316,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     neurons.add_argument("--target", default="0.97", metavar="FRACTION",
                          help="the subset must reach this fraction of the full probe's accuracy (default 0.97)")
     neurons.set_defaults(func=cmd_neurons)
+
+    from experiments.run_commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

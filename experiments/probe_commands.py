@@ -29,7 +29,6 @@ from tasks.errors import CorpusError
 RESULTS, NEURONS = "results.json", "neurons.json"
 PROBES_DIR, CONTROL_PROBES_DIR, PROBE_DIR = "probes", "control_probes", "probe"
 ALL_LAYERS = "all"
-TOP_FRACTION = 0.05  # "top_counts": neurons of each layer among the top 5% of the concatenated ranking
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,31 +313,20 @@ def cmd_neurons(args: argparse.Namespace) -> int:
         layer_names = resolve_layers(store, [args.layer])
     data = TaskData(store, args.task, args.seed, control=False)
 
-    from probing.ablation import ablation_curve
-    from probing.ranking import rank_neurons, rank_per_class
-    from probing.subset import minimal_subset
+    from experiments.neuron_ablation import analyse_neurons, layer_locations
     from probing.sweep import DEFAULT_GRID, probe_layers
 
     label = ALL_LAYERS if args.layer == ALL_LAYERS else layer_names[0]
     blocks = [np.asarray(store.layer(name)) for name in layer_names]
     X = np.hstack(blocks) if len(blocks) > 1 else blocks[0]
     y = data.labels
-    train, val, test = data.split.train, data.split.validation, data.split.test
-    tell = progress(args) or (lambda message: None)
 
     sweep = library_call(f"layer {label}", lambda: probe_layers(
         {label: X}, y, data.split, grid=DEFAULT_GRID if grid is None else grid, groups=data.groups,
         probe_params=probe_params, seed=args.seed, progress=progress(args)))
     probe, score = sweep.probes[label], sweep.layers[0]
-    tell(f"ranking {X.shape[1]} neurons ({args.method})")
-    ranking = library_call("ranking", lambda: rank_neurons(
-        probe, args.method, **({"X": X[train], "y": y[train]} if args.method == "probeless" else {})))
-    tell("searching the minimal subset")
-    minimal = library_call("minimal subset", lambda: minimal_subset(
-        X[train], y[train], X[val], y[val], ranking, target=target, probe_params=probe.get_params()))
-    tell("ablation curves")
-    curves = library_call("ablation", lambda: ablation_curve(
-        probe, X[test], y[test], ranking, retrain=(X[train], y[train], X[val], y[val])))
+    analysis = library_call("neurons", lambda: analyse_neurons(
+        probe, X, y, data.split, method=args.method, target=target, tell=progress(args)))
 
     result: dict[str, Any] = {
         "store": str(store.path),
@@ -357,32 +345,10 @@ def cmd_neurons(args: argparse.Namespace) -> int:
         "test_accuracy": score.accuracy.value,
         "test_accuracy_interval": [score.accuracy.low, score.accuracy.high],
         "majority_accuracy": score.majority_accuracy,
-        "ranking": [int(i) for i in ranking],
-        "per_class": {str(c): [int(i) for i in order] for c, order in rank_per_class(probe).items()},
-        "minimal_subset": {
-            "neurons": [int(i) for i in minimal.neurons],
-            "k": minimal.k,
-            "fraction": minimal.fraction,
-            "accuracy": minimal.accuracy,
-            "full_accuracy": minimal.full_accuracy,
-            "threshold": minimal.threshold,
-            "target": target,
-            "reached": minimal.reached,
-            "curve_k": minimal.curve_k,
-            "curve_accuracy": minimal.curve_accuracy,
-        },
-        "ablation": curves.as_dict(),
+        **analysis,
     }
     if label == ALL_LAYERS:
-        widths = np.array([block.shape[1] for block in blocks])
-        starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
-        layer_of = np.repeat(np.arange(len(blocks)), widths)
-        top_k = max(1, int(round(TOP_FRACTION * X.shape[1])))
-        counts = np.bincount(layer_of[ranking[:top_k]], minlength=len(blocks))
-        result["layers"] = [{"name": n, "start": int(s), "dim": int(w)} for n, s, w in zip(layer_names, starts, widths)]
-        result["layer_of_neuron"] = [[layer_names[layer_of[i]], int(i - starts[layer_of[i]])] for i in ranking]
-        result["top_k"] = top_k
-        result["top_counts"] = {name: int(n) for name, n in zip(layer_names, counts)}
+        result.update(layer_locations(list(layer_names), [b.shape[1] for b in blocks], np.asarray(analysis["ranking"])))
 
     def fill(tmp: Path) -> None:
         probe.save(tmp / PROBE_DIR)

@@ -1,0 +1,174 @@
+"""Experiment configurations: typed, validated, loaded from YAML or built from command-line flags.
+
+One config describes one run: where the corpus and the representation stores are, and up to three
+studies (sections) run on them: ``sweep`` (layer-wise probing across encoders and tasks), ``audit`` (a
+bias audit of one attribute) and ``ablation`` (neuron ablation for one task and layer). ``speechprobe
+run CONFIG.yaml`` runs the sections present; ``speechprobe sweep|audit|ablation`` build a config with
+one section from flags. ``experiments/configs/`` holds one example of each, and the demo's config.
+
+Why pydantic (already installed with wandb): its strict models reject unknown keys and wrong types
+with the key's full path (``sweep.tasks.1``), which is what a user editing YAML needs to read.
+Names that only the registry or the corpus can check (encoders, tasks) are checked when a run starts,
+before any work is done (see :mod:`experiments.runner`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from experiments.cli import CommandError
+
+__all__ = ["AblationSection", "AuditSection", "ProbeSettings", "RunConfig", "SweepSection", "load_config",
+           "parse_config"]
+
+LOGGER_NAMES = ("none", "csv", "wandb", "tensorboard")
+DEFAULT_TASKS = ("speaker", "gender", "dialect", "channel")
+RANKING_METHODS = ("weight", "neurox", "probeless")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ProbeSettings(_Section):
+    """How every probe of the run is trained and scored (shared by the sections)."""
+
+    grid: Optional[tuple[tuple[float, float], ...]] = Field(
+        None, description="(l1, l2) settings chosen from on validation; default: probing.sweep.DEFAULT_GRID")
+    max_epochs: int = Field(100, ge=1)
+    folds: int = Field(5, ge=3, description="speaker-fold cross-validation for speaker-disjoint tasks")
+    control: bool = Field(True, description="train control-task probes (selectivity)")
+    n_resamples: int = Field(1000, ge=100, description="bootstrap resamples of every interval")
+    target: float = Field(0.97, gt=0, le=1, description="minimal subset: fraction of the full accuracy kept")
+    method: Literal["weight", "neurox", "probeless"] = "weight"
+
+    @field_validator("grid")
+    @classmethod
+    def _finite_grid(cls, grid):
+        if grid is not None:
+            if not grid:
+                raise ValueError("grid needs at least one [l1, l2] pair")
+            for l1, l2 in grid:
+                if not (math.isfinite(l1) and math.isfinite(l2) and l1 >= 0 and l2 >= 0):
+                    raise ValueError(f"grid pair [{l1}, {l2}]: strengths must be finite and >= 0")
+        return grid
+
+
+class SweepSection(_Section):
+    """Layer-wise probing: every encoder x task x layer, with each encoder's random-weights twin."""
+
+    encoders: tuple[str, ...] = Field(min_length=1)
+    tasks: tuple[str, ...] = Field(DEFAULT_TASKS, min_length=1)
+    baselines: Literal["auto", "none"] | dict[str, str] = Field(
+        "auto", description="auto: the random-weights twin of every encoder that has one; none; or encoder: baseline")
+
+
+class AuditSection(_Section):
+    """Bias audit: how and where `attribute` is encoded, and who the other tasks' probes disadvantage."""
+
+    encoder: str
+    attribute: str = "gender"
+    tasks: tuple[str, ...] = Field(("speaker", "dialect", "channel"), description="the other tasks audited")
+    layer: str = Field("best", description="a layer name, or best (the attribute's best layer on validation)")
+
+
+class AblationSection(_Section):
+    """Neuron ablation for one task: curves for top, random and bottom neurons, with and without retraining."""
+
+    encoder: str
+    task: str = "gender"
+    layer: str = Field("all", description="a layer name, best, or all (every layer concatenated)")
+
+
+class RunConfig(_Section):
+    """A whole run: data, output, logging, probe settings and the studies to run."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    corpus: str = Field(description="corpus folder, CSV table or Hugging Face dataset")
+    corpus_preset: Optional[Literal["tiny", "default", "large"]] = Field(
+        None, description="build the synthetic corpus of this preset at `corpus` when it is not there yet")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="canonical column -> the source's column, e.g. {dialect: accent}")
+    corpus_split: str = Field("train", description="which split of a Hugging Face dataset to read")
+    stores: str = Field("data/stores", description="folder of the representation stores (one per encoder, reused)")
+    out: Optional[str] = Field(None, description="run folder; default data/runs/<name>")
+    seed: int = 0
+    logger: tuple[Literal["none", "csv", "wandb", "tensorboard"], ...] = ("csv", "wandb")
+    probe: ProbeSettings = ProbeSettings()
+    sweep: Optional[SweepSection] = None
+    audit: Optional[AuditSection] = None
+    ablation: Optional[AblationSection] = None
+
+    @model_validator(mode="after")
+    def _something_to_do(self):
+        if self.sweep is None and self.audit is None and self.ablation is None:
+            raise ValueError("the config has no study: give at least one of sweep, audit, ablation")
+        if "none" in self.logger and len(self.logger) > 1:
+            raise ValueError("logger: none cannot be combined with other loggers")
+        return self
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("data/runs") / self.name
+
+    def encoders(self) -> list[str]:
+        """Every encoder a section names, in order of first mention (baselines excluded)."""
+        names: list[str] = []
+        for name in [*(self.sweep.encoders if self.sweep else ()),
+                     *([self.audit.encoder] if self.audit else []),
+                     *([self.ablation.encoder] if self.ablation else [])]:
+            if name not in names:
+                names.append(name)
+        return names
+
+    def as_plain(self) -> dict[str, Any]:
+        """The config as plain YAML/JSON values (what the run folder stores and a rerun compares)."""
+        return self.model_dump(mode="json")
+
+
+def _location(error: Mapping[str, Any]) -> str:
+    parts = [str(p) for p in error.get("loc", ()) if not re.fullmatch(r"(function-after|literal|tuple|dict|str)\[.*", str(p))]
+    return ".".join(parts) or "(top level)"
+
+
+def parse_config(data: Any, source: str = "config") -> RunConfig:
+    """A validated :class:`RunConfig` from plain data; the first problem as one line naming the key."""
+    if not isinstance(data, Mapping):
+        raise CommandError(f"{source}: a config is a mapping of keys (name, corpus, sweep, ...), got {type(data).__name__}")
+    try:
+        # JSON mode: strict about scalars (no "5" for 5) yet taking YAML lists for tuples
+        return RunConfig.model_validate_json(json.dumps(dict(data), default=str))
+    except ValidationError as error:
+        errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains the rest
+        first = errors[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif first["type"] == "missing":
+            message = "missing (required)"
+        elif not isinstance(first.get("input"), (Mapping, list)):
+            message = f"{message} (got {first.get('input')!r})"
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        raise CommandError(f"{source}: {_location(first)}: {message}{more}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise CommandError(f"{path}: cannot read the config ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CommandError(f"{path}: not valid YAML{where}") from None
+    return parse_config(data, str(path))

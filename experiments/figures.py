@@ -1,0 +1,448 @@
+"""The figures of a run's report, drawn from its results (the dict that becomes ``results.json``).
+
+:func:`make_figures` draws whatever the results hold (sweep, audit, ablation: each may be absent) into
+one folder and returns ``{name: path}``. Every figure is written through a temporary file and a rename,
+so a figure on disk is always whole; one figure failing (odd data) is reported as a warning and the
+others are still drawn, since the numbers behind them took far longer to compute than a figure does.
+Matplotlib is imported lazily with the Agg backend: the report must render without a display.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+DPI = 110
+PANEL_W, PANEL_H = 4.6, 3.4  # inches per panel: modest files, readable labels
+GREY, RED = "0.45", "#c0392b"
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def safe_name(text: str) -> str:
+    """A task or encoder name as a file-name part (`random:ge2e` -> `random-ge2e`)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", str(text))
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write the figure atomically (temp file in the folder, then rename) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report folder is meant to be shared
+        os.replace(tmp, path)
+    finally:
+        _plt().close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _panels(n: int, *, width: float = PANEL_W, height: float = PANEL_H, sharey: bool = True) -> tuple[Any, list]:
+    """A row of ``n`` panels (wrapping after three) with constrained layout, so labels never overlap."""
+    plt = _plt()
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                             sharey=sharey, layout="constrained")
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _value(interval: Any) -> Optional[float]:
+    return interval.get("value") if isinstance(interval, dict) else interval
+
+
+def _bounds(interval: Any) -> tuple[Optional[float], Optional[float]]:
+    if not isinstance(interval, dict):
+        return None, None
+    return interval.get("low"), interval.get("high")
+
+
+def _num(value: Any) -> float:
+    """None (a NaN in results.json) as NaN, so matplotlib leaves a gap instead of failing."""
+    return float("nan") if value is None else float(value)
+
+
+def _ci_label(section: Any) -> str:
+    """'95% CI' from the first interval found in a section, so the label follows the config."""
+    stack = [section]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "confidence" in item and "low" in item:
+                return f"{100 * item['confidence']:g}% CI"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return "CI"
+
+
+def _rotate_if_crowded(ax: Any, labels: list[str]) -> None:
+    if len(labels) > 5 or max((len(s) for s in labels), default=0) > 8:
+        ax.tick_params(axis="x", labelrotation=40)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+
+
+# --------------------------------------------------------------------------------------------------
+# sweep
+
+
+def model_units(sweep: dict) -> list[dict]:
+    return [u for u in sweep.get("results", []) if u.get("role", "model") == "model"]
+
+
+def model_encoders(sweep: dict) -> list[str]:
+    """Non-baseline encoders in the order of the config."""
+    seen = [u["encoder"] for u in model_units(sweep)]
+    return list(dict.fromkeys([*(e for e in sweep.get("encoders", []) if e in seen), *seen]))
+
+
+def twin_unit(sweep: dict, encoder: str, task: str) -> Optional[dict]:
+    """The random-weights baseline unit of ``encoder`` on ``task``, if the sweep ran one."""
+    return next((u for u in sweep.get("results", []) if u.get("role") == "baseline"
+                 and u.get("baseline_of") == encoder and u.get("task") == task), None)
+
+
+def unit_of(sweep: dict, encoder: str, task: str) -> Optional[dict]:
+    return next((u for u in model_units(sweep) if u["encoder"] == encoder and u["task"] == task), None)
+
+
+def sweep_tasks(sweep: dict) -> list[str]:
+    seen = [u["task"] for u in model_units(sweep)]
+    return list(dict.fromkeys([*(t for t in sweep.get("tasks", []) if t in seen), *seen]))
+
+
+def _sweep_panel(ax: Any, unit: dict, twin: Optional[dict]) -> None:
+    layers = [s["layer"] for s in unit["layers"]]
+    x = list(range(len(layers)))
+    acc = [_num(_value(s["accuracy"])) for s in unit["layers"]]
+    lows = [_num(_bounds(s["accuracy"])[0]) for s in unit["layers"]]
+    highs = [_num(_bounds(s["accuracy"])[1]) for s in unit["layers"]]
+    ax.fill_between(x, lows, highs, color="C0", alpha=0.2, linewidth=0)
+    ax.errorbar(x, acc, yerr=[[max(0.0, a - lo) for a, lo in zip(acc, lows)],
+                              [max(0.0, hi - a) for a, hi in zip(acc, highs)]],
+                color="C0", marker="o", capsize=3, label=f"{unit['encoder']} ({_ci_label(unit['layers'])})")
+    if twin is not None:
+        by_layer = {s["layer"]: _num(_value(s["accuracy"])) for s in twin["layers"]}
+        ax.plot(x, [by_layer.get(name, float("nan")) for name in layers], "--", color="C1", marker=".",
+                label=f"random weights ({twin['encoder']})")
+    control = [_num(s.get("control_accuracy")) for s in unit["layers"]]
+    if any(c == c for c in control):
+        ax.plot(x, control, ":", color="C2", marker=".", label="control task")
+    majority = [_num(s.get("majority_accuracy")) for s in unit["layers"]]
+    ax.plot(x, majority, "-", color=GREY, linewidth=1.2, label="majority class")
+    best = unit.get("best_layer")
+    if best in layers:
+        i = layers.index(best)
+        ax.plot([i], [acc[i]], marker="*", markersize=16, color=RED, linestyle="none", label="best layer (validation)")
+        ax.axvline(i, color=RED, alpha=0.25, linewidth=1)
+    ax.set_xticks(x, layers)
+    _rotate_if_crowded(ax, layers)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(unit["encoder"])
+    ax.set_xlabel("layer")
+    ax.grid(alpha=0.3)
+
+
+def draw_sweep_task(sweep: dict, task: str, path: Path) -> Path:
+    """Layer-wise test accuracy of ``task``, one panel per encoder, beside its baselines."""
+    units = [u for e in model_encoders(sweep) if (u := unit_of(sweep, e, task)) is not None]
+    fig, axes = _panels(len(units))
+    for ax, unit in zip(axes, units):
+        _sweep_panel(ax, unit, twin_unit(sweep, unit["encoder"], task))
+    axes[0].set_ylabel("test accuracy (pooled over folds)")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{task}: probing accuracy per layer")
+    return _save(fig, path)
+
+
+def draw_selectivity(sweep: dict, path: Path) -> Path:
+    """Selectivity (task minus control-task accuracy) per layer, one line per task."""
+    encoders = model_encoders(sweep)
+    fig, axes = _panels(len(encoders))
+    for ax, encoder in zip(axes, encoders):
+        layers: list[str] = []
+        for i, task in enumerate(sweep_tasks(sweep)):
+            unit = unit_of(sweep, encoder, task)
+            if unit is None:
+                continue
+            layers = [s["layer"] for s in unit["layers"]]
+            ax.plot(range(len(layers)), [_num(s.get("selectivity")) for s in unit["layers"]],
+                    marker="o", color=f"C{i}", label=task)
+        ax.axhline(0, color=GREY, linewidth=1)
+        ax.set_xticks(range(len(layers)), layers)
+        _rotate_if_crowded(ax, layers)
+        ax.set_title(encoder)
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("selectivity (accuracy - control accuracy)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Selectivity per layer")
+    return _save(fig, path)
+
+
+def _grouped_bars(ax: Any, labels: list[str], series: list[tuple[str, list[float]]],
+                  errors: Optional[list[Optional[list[float]]]] = None) -> None:
+    """Bars of several series side by side at each label."""
+    n = max(1, len(series))
+    width = 0.8 / n
+    for i, (name, values) in enumerate(series):
+        offsets = [j - 0.4 + width * (i + 0.5) for j in range(len(labels))]
+        err = errors[i] if errors else None
+        ax.bar(offsets, values, width, yerr=err, capsize=3 if err else 0, label=name, color=f"C{i}")
+    ax.set_xticks(range(len(labels)), labels)
+    _rotate_if_crowded(ax, labels)
+
+
+def draw_salient_layers(sweep: dict, path: Path) -> Path:
+    """Share of each layer's neurons among the salient (top) neurons of a probe on all layers."""
+    encoders = model_encoders(sweep)
+    fig, axes = _panels(len(encoders), sharey=False)
+    top = None
+    for ax, encoder in zip(axes, encoders):
+        units = [u for t in sweep_tasks(sweep) if (u := unit_of(sweep, encoder, t)) and u.get("salient")]
+        layers = [s["layer"] for s in units[0]["layers"]] if units else []
+        series = [(u["task"], [100 * _num(u["salient"]["share_of_layer"].get(name)) for name in layers]) for u in units]
+        _grouped_bars(ax, layers, series)
+        if units:
+            top = units[0]["salient"].get("top_fraction", top)
+        ax.set_title(encoder)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("% of the layer's neurons")
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.3)
+        ax.legend(fontsize=7, ncols=min(4, max(1, len(series))), loc="upper center")
+    share = f"top {100 * top:g}%" if top else "top"
+    fig.suptitle(f"Salient neurons per layer\n({share} of a probe on all layers at once)", fontsize=11)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# audit
+
+
+def draw_audit_groups(audit: dict, path: Path) -> Path:
+    """The other tasks' accuracy per attribute group, the gap and whether it is flagged."""
+    tasks = list(audit["groups"])
+    fig, axes = _panels(len(tasks), width=3.8)
+    for ax, task in zip(axes, tasks):
+        g = audit["groups"][task]
+        groups = list(g["groups"])
+        values = [_num(_value(g["accuracy"][k])) for k in groups]
+        bounds = [_bounds(g["accuracy"][k]) for k in groups]
+        err = [[max(0.0, v - _num(lo)) for v, (lo, _) in zip(values, bounds)],
+               [max(0.0, _num(hi) - v) for v, (_, hi) in zip(values, bounds)]]
+        colors = [RED if g.get("flagged") and k == g.get("worst_group") else "C0" for k in groups]
+        ax.bar(range(len(groups)), values, yerr=err, capsize=4, color=colors)
+        ax.set_xticks(range(len(groups)), groups)
+        gap = g["gap"]
+        lo, hi = _bounds(gap)
+        text = f"gap {_num(_value(gap)):.2f} [{_num(lo):.2f}, {_num(hi):.2f}]"
+        flagged = bool(g.get("flagged"))
+        ax.set_title(f"{task} (at {g.get('layer')})\n{text}{' *' if flagged else ''}",
+                     color=RED if flagged else "black", fontsize=10)
+        ax.set_xlabel(audit.get("attribute", "group"))
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(f"test accuracy ({_ci_label(audit)})")
+    fig.suptitle(f"Accuracy per {audit.get('attribute')} group ({audit.get('encoder')})\n"
+                 "* the gap's interval excludes 0", fontsize=11)
+    return _save(fig, path)
+
+
+def draw_overlap(audit: dict, path: Path) -> Path:
+    """Jaccard overlap of the tasks' minimal subsets, each cell 'J / chance' (bold: p < 0.05)."""
+    plt = _plt()
+    tasks = list(audit["overlap_tasks"])
+    matrix = audit["overlap"]
+    n = len(tasks)
+    size = 1.3 + 1.05 * n
+    fig, ax = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
+    values = [[_num(cell.get("jaccard")) for cell in row] for row in matrix]
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="Blues")
+    for i, row in enumerate(matrix):
+        for j, cell in enumerate(row):
+            j_value, chance = _num(cell.get("jaccard")), _num(cell.get("chance"))
+            significant = cell.get("p_value") is not None and cell["p_value"] < 0.05 and i != j
+            # the diagonal has no chance to beat: it shows the subset's size instead
+            text = f"k = {cell.get('size_a')}" if i == j else f"{j_value:.2f} / {chance:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    fontweight="bold" if significant else "normal", color="white" if j_value > 0.6 else "black")
+    ax.set_xticks(range(n), tasks)
+    ax.set_yticks(range(n), tasks)
+    _rotate_if_crowded(ax, tasks)
+    fig.colorbar(image, ax=ax, label="Jaccard overlap")
+    ax.set_title(f"Minimal-subset overlap at {audit.get('layer')}\n(J / chance; bold: above chance, p < 0.05; diagonal: subset size)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def draw_audit_ablation(audit: dict, path: Path) -> Path:
+    """Per task: accuracy with every neuron, without the attribute's neurons, without random neurons."""
+    plt = _plt()
+    tasks_data = audit["ablation"]["tasks"]
+    tasks = list(tasks_data)
+    fig, ax = plt.subplots(figsize=(max(PANEL_W, 1.6 * len(tasks) + 1.5), PANEL_H + 0.3), layout="constrained")
+    k = len(audit["ablation"].get("neurons", []))
+    series = [("all neurons", [_num(tasks_data[t]["full"]) for t in tasks]),
+              (f"{audit.get('attribute')} neurons removed ({k})",
+               [_num(tasks_data[t]["removed_attribute_neurons"]) for t in tasks]),
+              (f"{k} random neurons removed (mean ± SD)", [_num(tasks_data[t]["removed_random_mean"]) for t in tasks])]
+    errors = [None, None, [_num(tasks_data[t].get("removed_random_std")) for t in tasks]]
+    _grouped_bars(ax, tasks, series, errors)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("task (probe at the audited layer)")
+    ax.set_ylabel("test accuracy (first fold)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(fontsize=8, loc="outside lower center", ncols=3)
+    ax.set_title(f"Removing the {audit.get('attribute')} neurons of {audit.get('encoder')} at {audit.get('layer')} "
+                 f"({audit['ablation'].get('mode', 'mean')} ablation, no retraining)", fontsize=10)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# ablation
+
+
+def _curve(ax: Any, x: list[float], top: list, mean: list, std: list, bottom: list) -> None:
+    mean_f, std_f = [_num(m) for m in mean], [_num(s) for s in std]
+    ax.plot(x, [_num(v) for v in top], marker="o", color=RED, label="top neurons")
+    ax.plot(x, mean_f, marker="o", color="C0", label="random neurons (mean ± SD)")
+    ax.fill_between(x, [m - s for m, s in zip(mean_f, std_f)], [m + s for m, s in zip(mean_f, std_f)],
+                    color="C0", alpha=0.2, linewidth=0)
+    ax.plot(x, [_num(v) for v in bottom], marker="o", color=GREY, label="bottom neurons")
+
+
+def draw_ablation_curves(ablation: dict, path: Path) -> Path:
+    """Removing neurons without retraining, and keeping only them with retraining, vs the fraction."""
+    curves = ablation["ablation"]
+    x = [100 * f for f in curves["fractions"]]
+    fig, (left, right) = _panels(2)
+    _curve(left, x, curves["removed_top"], curves["removed_random_mean"], curves["removed_random_std"],
+           curves["removed_bottom"])
+    _curve(right, x, curves["kept_top"], curves["kept_random_mean"], curves["kept_random_std"], curves["kept_bottom"])
+    left.set_title(f"removed, no retraining ({curves.get('mode', 'zero')})")
+    right.set_title("kept alone, retrained")
+    minimal = ablation.get("minimal_subset") or {}
+    for ax in (left, right):
+        if curves.get("full_accuracy") is not None:
+            ax.axhline(curves["full_accuracy"], color="black", linewidth=1, linestyle="--", label="all neurons")
+        if minimal.get("fraction") is not None:
+            ax.axvline(100 * minimal["fraction"], color="C4", linestyle=":",
+                       label=f"minimal subset (k={minimal.get('k')})")
+        ax.set_xscale("log")
+        ax.set_xlabel("% of neurons (log scale)")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+    left.set_ylabel("test accuracy")
+    right.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Ablation: {ablation.get('task')} in {ablation.get('encoder')} (layer {ablation.get('layer')}, "
+                 f"{ablation.get('n_neurons', curves.get('n_features'))} neurons)")
+    return _save(fig, path)
+
+
+def draw_minimal_subset(ablation: dict, path: Path) -> Path:
+    """Validation accuracy of a probe on the top k neurons, and where it reaches the threshold."""
+    plt = _plt()
+    m = ablation["minimal_subset"]
+    fig, ax = plt.subplots(figsize=(PANEL_W + 1, PANEL_H + 0.3), layout="constrained")
+    ax.plot(m["curve_k"], [_num(v) for v in m["curve_accuracy"]], marker=".", color="C0", label="top-k probe")
+    if m.get("full_accuracy") is not None:
+        ax.axhline(m["full_accuracy"], color="black", linestyle="--", linewidth=1, label="all neurons")
+    if m.get("threshold") is not None:
+        target = m.get("target")
+        ax.axhline(m["threshold"], color=RED, linewidth=1,
+                   label=f"threshold ({100 * target:g}% of full)" if target else "threshold")
+    ax.axvline(m["k"], color="C4", linestyle=":", label=f"minimal subset k={m['k']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("number of top-ranked neurons k (log scale)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Minimal subset: {ablation.get('task')} in {ablation.get('encoder')} ({ablation.get('layer')})")
+    return _save(fig, path)
+
+
+def draw_ablation_layers(ablation: dict, path: Path) -> Path:
+    """Which layers hold the top neurons of the all-layers ranking, relative to each layer's size."""
+    plt = _plt()
+    layers = ablation["layers"]
+    names = [layer["name"] for layer in layers]
+    counts = [ablation["top_counts"].get(name, 0) for name in names]
+    shares = [100 * c / layer["dim"] if layer.get("dim") else float("nan") for c, layer in zip(counts, layers)]
+    fig, ax = plt.subplots(figsize=(max(PANEL_W, 0.8 * len(names) + 2), PANEL_H), layout="constrained")
+    bars = ax.bar(range(len(names)), shares, color="C0")
+    ax.bar_label(bars, labels=[f"{c}" for c in counts], fontsize=8, padding=2)
+    ax.set_xticks(range(len(names)), names)
+    _rotate_if_crowded(ax, names)
+    ax.set_xlabel("layer (bar label: number of top neurons)")
+    ax.set_ylabel("% of the layer's neurons in the top")
+    ax.margins(y=0.15)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"Top {ablation.get('top_k')} neurons for {ablation.get('task')} per layer ({ablation.get('encoder')})",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def planned_figures(results: dict) -> dict[str, Callable[[Path], Path]]:
+    """Figure name -> a function drawing it to a path, for every figure the results can support."""
+    plan: dict[str, Callable[[Path], Path]] = {}
+    sweep = results.get("sweep")
+    if sweep and model_units(sweep):
+        for task in sweep_tasks(sweep):
+            plan[f"sweep_{safe_name(task)}"] = lambda p, t=task: draw_sweep_task(sweep, t, p)
+        if any(s.get("selectivity") is not None for u in model_units(sweep) for s in u["layers"]):
+            plan["selectivity"] = lambda p: draw_selectivity(sweep, p)
+        if any(u.get("salient") for u in model_units(sweep)):
+            plan["salient_layers"] = lambda p: draw_salient_layers(sweep, p)
+    audit = results.get("audit")
+    if audit:
+        if audit.get("groups"):
+            plan["audit_groups"] = lambda p: draw_audit_groups(audit, p)
+        if audit.get("overlap"):
+            plan["overlap"] = lambda p: draw_overlap(audit, p)
+        if (audit.get("ablation") or {}).get("tasks"):
+            plan["audit_ablation"] = lambda p: draw_audit_ablation(audit, p)
+    ablation = results.get("ablation")
+    if ablation:
+        if ablation.get("ablation"):
+            plan["ablation_curves"] = lambda p: draw_ablation_curves(ablation, p)
+        if (ablation.get("minimal_subset") or {}).get("curve_k"):
+            plan["minimal_subset"] = lambda p: draw_minimal_subset(ablation, p)
+        if ablation.get("top_counts") and ablation.get("layers"):
+            plan["ablation_layers"] = lambda p: draw_ablation_layers(ablation, p)
+    return plan
+
+
+def make_figures(results: dict, folder: Path) -> dict[str, Path]:
+    """Draw every figure the results support into ``folder``; returns {name: PNG path} of those drawn."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, Path] = {}
+    for name, draw in planned_figures(results).items():
+        try:
+            drawn[name] = draw(folder / f"{name}.png")
+        except Exception as error:  # noqa: BLE001 - one odd figure must not lose the report
+            warnings.warn(f"figure {name} not drawn: {type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
+            _plt().close("all")
+    return drawn

@@ -1,0 +1,144 @@
+"""The layer-wise probing sweep: encoders x tasks x layers, beside each encoder's random-weights twin.
+
+One unit per (encoder, task): a cross-validated sweep (:func:`probing.crossval.cross_validate_layers`:
+every utterance tested once, by a probe that never saw its speaker when the task is speaker-disjoint),
+control task and selectivity, and where the task's salient neurons live when every layer is probed at
+once (the top 5% of a probe on all layers concatenated, counted per layer). The unit folder keeps the
+first fold's probes and the pooled test predictions, which the bias audit reads.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from experiments.config import SweepSection
+from experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
+
+PREDICTIONS, PROBES_DIR, CONTROL_PROBES_DIR = "predictions.csv", "probes", "control_probes"
+TOP_FRACTION = 0.05  # salient neurons: the top 5% of the all-layers ranking
+
+
+def baselines_of(section: SweepSection) -> dict[str, str]:
+    """Encoder -> its random-weights baseline, as the section asks."""
+    from encoders.registry import random_twin
+
+    if section.baselines == "none":
+        return {}
+    if section.baselines == "auto":
+        return {name: twin for name in section.encoders if (twin := random_twin(name)) is not None}
+    return dict(section.baselines)
+
+
+def _salient(layers: dict[str, np.ndarray], labels: np.ndarray, split: Any, l1: float, l2: float,
+             params: dict, seed: int) -> dict:
+    """Where the top neurons of a probe on every layer at once live (counts per layer)."""
+    from probing.probe import ElasticNetProbe
+    from probing.ranking import rank_neurons
+
+    names = list(layers)
+    X = np.hstack([layers[name] for name in names])
+    probe = ElasticNetProbe(l1=l1, l2=l2, seed=seed, **params).fit(
+        X[split.train], labels[split.train], X[split.validation], labels[split.validation])
+    ranking = rank_neurons(probe)
+    widths = np.array([layers[name].shape[1] for name in names])
+    layer_of = np.repeat(np.arange(len(names)), widths)
+    top_k = max(1, int(round(TOP_FRACTION * X.shape[1])))
+    counts = np.bincount(layer_of[ranking[:top_k]], minlength=len(names))
+    return {"top_fraction": TOP_FRACTION, "top_k": top_k, "l1": l1, "l2": l2,
+            "counts": {name: int(c) for name, c in zip(names, counts)},
+            "share_of_layer": {name: float(c / w) for name, c, w in zip(names, counts, widths)}}
+
+
+def sweep_unit(run: Run, encoder: str, task: str, role: str = "model") -> tuple[dict, Path]:
+    """The cross-validated sweep of one encoder on one task (cached in the run folder)."""
+
+    def compute():
+        from experiments.probe_commands import probe_dir_names
+        from probing.crossval import cross_validate_layers
+
+        config = run.config
+        store = run.store(encoder)
+        arrays = task_arrays(store, task, folds=config.probe.folds, seed=config.seed, control=config.probe.control)
+        layers = {name: np.asarray(store.layer(name), dtype=np.float32) for name in store.layer_names}
+        settings = grid(config)
+        run.tell(f"sweep {encoder} / {task}: {len(layers)} layers x {len(settings)} settings x {len(arrays.splits)} fold{'s' if len(arrays.splits) > 1 else ''}")
+        cv = cross_validate_layers(
+            layers, arrays.labels, arrays.splits, grid=settings, groups=arrays.groups,
+            control_labels=arrays.control_labels, control_split=arrays.control_split,
+            probe_params=probe_params(config), n_resamples=config.probe.n_resamples, seed=config.seed)
+        best = next(s for s in cv.layers if s.layer == cv.best_layer)
+        salient = _salient(layers, arrays.labels, arrays.splits[0], *best.settings[0], probe_params(config), config.seed)
+        index = store.index
+        data = {
+            "encoder": encoder,
+            "task": arrays.name,
+            "role": role,
+            "store": str(store.path),
+            "store_key": store.manifest.get("key"),
+            "n_utterances": int(len(arrays.labels)),
+            "n_speakers": int(index["speaker"].nunique()) if "speaker" in index.columns else None,
+            "classes": sorted(set(arrays.labels.tolist())),
+            "split_policy": arrays.split_policy,
+            **cv.as_dict(),
+            "salient": salient,
+        }
+        dirs = probe_dir_names(list(layers))
+
+        def extra(folder: Path) -> None:
+            for name, probe in cv.probes.items():
+                probe.save(folder / PROBES_DIR / dirs[name])
+            for name, probe in cv.control_probes.items():
+                probe.save(folder / CONTROL_PROBES_DIR / dirs[name])
+            table = pd.DataFrame({"row": cv.test_rows, "utt_id": index["utt_id"].to_numpy()[cv.test_rows],
+                                  "label": arrays.labels[cv.test_rows]})
+            for name, predicted in cv.predictions.items():
+                table[f"predicted:{name}"] = predicted
+            table.to_csv(folder / PREDICTIONS, index=False)
+
+        data["probe_dirs"] = {name: f"{PROBES_DIR}/{dirs[name]}" for name in layers}
+        return data, extra
+
+    return run.unit(f"sweep/{unit_dir_name(encoder)}/{unit_dir_name(task)}", compute)
+
+
+def run_sweep(run: Run, section: SweepSection) -> dict:
+    """Every (encoder or baseline) x task unit, then the comparisons the report states."""
+    baselines = baselines_of(section)
+    results = []
+    for encoder in section.encoders:
+        for role, name in (("model", encoder), ("baseline", baselines.get(encoder))):
+            if name is None:
+                continue
+            for task in section.tasks:
+                data, _ = sweep_unit(run, name, task, role)
+                results.append({**data, "baseline_of": encoder if role == "baseline" else None})
+    return {"encoders": list(section.encoders), "baselines": baselines, "tasks": list(section.tasks),
+            "results": results, "findings": findings(results, baselines)}
+
+
+def findings(results: list[dict], baselines: dict[str, str]) -> list[dict]:
+    """Per (encoder, task): where it peaks (on validation) and the gain over random weights per layer."""
+    by_key = {(r["encoder"], r["task"]): r for r in results}
+    out = []
+    for r in results:
+        if r["role"] != "model":
+            continue
+        best = next(s for s in r["layers"] if s["layer"] == r["best_layer"])
+        entry = {
+            "encoder": r["encoder"], "task": r["task"], "peak_layer": r["best_layer"],
+            "peak_position": [s["layer"] for s in r["layers"]].index(r["best_layer"]) / max(1, len(r["layers"]) - 1),
+            "peak_accuracy": best["accuracy"], "majority_accuracy": best["majority_accuracy"],
+            "selectivity": best["selectivity"],
+            "salient_counts": r["salient"]["counts"],
+        }
+        twin = by_key.get((baselines.get(r["encoder"]), r["task"]))
+        if twin is not None:
+            random_by_layer = {s["layer"]: s["accuracy"]["value"] for s in twin["layers"]}
+            entry["baseline"] = twin["encoder"]
+            entry["gain_over_random"] = {s["layer"]: s["accuracy"]["value"] - random_by_layer[s["layer"]]
+                                         for s in r["layers"] if s["layer"] in random_by_layer}
+        out.append(entry)
+    return out

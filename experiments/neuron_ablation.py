@@ -1,0 +1,113 @@
+"""Neuron analysis of one probe (ranking, minimal subset, ablation curves), and the ablation study around it.
+
+:func:`analyse_neurons` is what ``speechprobe neurons`` and the ablation study share: rank the probe's
+neurons, find the smallest top-k that keeps ``target`` of the validation accuracy, and the ablation
+curves (top vs random vs bottom neurons removed without retraining, and kept alone with retraining).
+The study (:func:`run_ablation`) runs it for a task on one layer (a named one, or the task's best layer
+from the sweep, whose probe it reuses) or on every layer concatenated.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from experiments.config import AblationSection
+from experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
+
+ALL_LAYERS = "all"
+TOP_FRACTION = 0.05  # "top_counts": neurons of each layer among the top 5% of a concatenated ranking
+
+
+def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, method: str = "weight",
+                    target: float = 0.97, tell: Optional[Callable[[str], None]] = None) -> dict:
+    """Ranking, per-class rankings, minimal subset and ablation curves of a fitted probe (plain JSON values)."""
+    from probing.ablation import ablation_curve
+    from probing.ranking import rank_neurons, rank_per_class
+    from probing.subset import minimal_subset
+
+    tell = tell or (lambda message: None)
+    train, val, test = split.train, split.validation, split.test
+    tell(f"ranking {X.shape[1]} neurons ({method})")
+    ranking = rank_neurons(probe, method, **({"X": X[train], "y": y[train]} if method == "probeless" else {}))
+    tell("searching the minimal subset")
+    minimal = minimal_subset(X[train], y[train], X[val], y[val], ranking, target=target, probe_params=probe.get_params())
+    tell("ablation curves")
+    curves = ablation_curve(probe, X[test], y[test], ranking, retrain=(X[train], y[train], X[val], y[val]))
+    return {
+        "ranking": [int(i) for i in ranking],
+        "per_class": {str(c): [int(i) for i in order] for c, order in rank_per_class(probe).items()},
+        "minimal_subset": {
+            "neurons": [int(i) for i in minimal.neurons], "k": minimal.k, "fraction": minimal.fraction,
+            "accuracy": minimal.accuracy, "full_accuracy": minimal.full_accuracy, "threshold": minimal.threshold,
+            "target": target, "reached": minimal.reached, "curve_k": minimal.curve_k,
+            "curve_accuracy": minimal.curve_accuracy,
+        },
+        "ablation": curves.as_dict(),
+    }
+
+
+def layer_locations(names: list[str], widths: list[int], ranking: np.ndarray) -> dict:
+    """For a ranking over concatenated layers: each neuron's (layer, index) and the top 5% per layer."""
+    widths_a = np.asarray(widths)
+    starts = np.concatenate([[0], np.cumsum(widths_a)[:-1]])
+    layer_of = np.repeat(np.arange(len(names)), widths_a)
+    top_k = max(1, int(round(TOP_FRACTION * int(widths_a.sum()))))
+    counts = np.bincount(layer_of[ranking[:top_k]], minlength=len(names))
+    return {
+        "layers": [{"name": n, "start": int(s), "dim": int(w)} for n, s, w in zip(names, starts, widths_a)],
+        "layer_of_neuron": [[names[layer_of[i]], int(i - starts[layer_of[i]])] for i in ranking],
+        "top_k": top_k,
+        "top_counts": {name: int(n) for name, n in zip(names, counts)},
+    }
+
+
+def ablation_unit(run: Run, encoder: str, task: str, layer: str) -> tuple[dict, Path]:
+    """Neuron analysis of ``task`` on ``layer`` (a name, best, or all) of ``encoder``'s store, cached."""
+    from experiments.layer_sweep import sweep_unit
+
+    if layer == "best":
+        layer = sweep_unit(run, encoder, task)[0]["best_layer"]
+
+    def compute():
+        from probing.probe import ElasticNetProbe
+        from probing.sweep import probe_layers
+
+        config = run.config
+        store = run.store(encoder)
+        arrays = task_arrays(store, task, folds=config.probe.folds, seed=config.seed, control=False)
+        split = arrays.splits[0]
+        if layer == ALL_LAYERS:
+            names = store.layer_names
+            blocks = [np.asarray(store.layer(name), dtype=np.float32) for name in names]
+            X = np.hstack(blocks)
+            run.tell(f"ablation {encoder} / {task}: probing all {len(names)} layers at once ({X.shape[1]} neurons)")
+            sweep = probe_layers({ALL_LAYERS: X}, arrays.labels, split, grid=grid(config), groups=arrays.groups,
+                                 probe_params=probe_params(config), seed=config.seed)
+            probe = sweep.probes[ALL_LAYERS]
+        else:
+            if layer not in store.layer_names:
+                from experiments.cli import CommandError
+
+                raise CommandError(f"ablation: {encoder} has no layer {layer!r}; its layers: {', '.join(store.layer_names)}")
+            unit, folder = sweep_unit(run, encoder, task)
+            probe = ElasticNetProbe.load(folder / unit["probe_dirs"][layer])
+            X = np.asarray(store.layer(layer), dtype=np.float32)
+            run.tell(f"ablation {encoder} / {task} / {layer}: {X.shape[1]} neurons")
+        analysis = analyse_neurons(probe, X, arrays.labels, split, method=config.probe.method,
+                                   target=config.probe.target, tell=run.tell)
+        test_accuracy = float(probe.score(X[split.test], arrays.labels[split.test]))
+        data = {"encoder": encoder, "task": task, "layer": layer, "n_neurons": int(X.shape[1]),
+                "method": config.probe.method, "l1": float(probe.l1), "l2": float(probe.l2),
+                "test_accuracy": test_accuracy, **analysis}
+        if layer == ALL_LAYERS:
+            data.update(layer_locations(list(names), [b.shape[1] for b in blocks], np.asarray(analysis["ranking"])))
+        return data, lambda folder: probe.save(folder / "probe")
+
+    return run.unit(f"ablation/{unit_dir_name(encoder)}/{unit_dir_name(task)}/{unit_dir_name(layer)}", compute)
+
+
+def run_ablation(run: Run, section: AblationSection) -> dict:
+    data, _ = ablation_unit(run, section.encoder, section.task, section.layer)
+    return data

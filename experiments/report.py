@@ -1,0 +1,774 @@
+"""The report of a run: ``report.md``, a self-contained ``report.html`` and a terminal summary.
+
+Every sentence is computed from the results (the dict that becomes ``results.json``): a claim such as
+"above chance", "disadvantages" or "beats its random twin" is made only when the numbers printed beside
+it support it, so a report of another run (or of the same run after a fix) never carries stale wording.
+The HTML is the Markdown rendered by markdown-it-py, with each figure embedded as a data URI, so the one
+file can be mailed or archived without its folder.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional
+from urllib.parse import quote, unquote
+
+from experiments.figures import model_encoders, model_units, safe_name, sweep_tasks, twin_unit, unit_of
+
+ALPHA = 0.05  # an overlap is "above chance" when its hypergeometric p-value is below this
+N_SD = 2.0  # an ablation differs from random removal when it is more than this many SDs of it away
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;line-height:1.5;color:#222}
+h1,h2,h3{line-height:1.2}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em}
+th{background:#f3f3f3}td{text-align:right}td:first-child,td:nth-child(2){text-align:left}
+img{max-width:100%;height:auto;display:block;margin:1em 0}code{background:#f3f3f3;padding:0 .2em}
+blockquote{border-left:4px solid #9ab;margin:1em 0;padding:.2em 1em;background:#f6f8fa}
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# numbers as text
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def num(x: Any, digits: int = 2) -> str:
+    """A number to ``digits`` decimals; a missing one (None / NaN in results.json) as a dash."""
+    return f"{x:.{digits}f}" if _finite(x) else "–"
+
+
+def signed(x: Any, digits: int = 2) -> str:
+    return f"{x:+.{digits}f}".replace("-", "−") if _finite(x) else "–"
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}%" if _finite(x) else "–"
+
+
+def value(interval: Any) -> Optional[float]:
+    return interval.get("value") if isinstance(interval, dict) else interval
+
+
+def ival(interval: Any, digits: int = 2) -> str:
+    """'0.93 [0.90, 0.95]' (the interval's point estimate and bounds)."""
+    if not isinstance(interval, dict):
+        return num(interval, digits)
+    return f"{num(interval.get('value'), digits)} [{num(interval.get('low'), digits)}, {num(interval.get('high'), digits)}]"
+
+
+def _first_interval(results: dict) -> Optional[dict]:
+    stack: list[Any] = [results.get("sweep"), results.get("audit")]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, dict):
+            if {"value", "low", "high", "confidence"} <= set(item):
+                return item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
+def _md_cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: list[str], rows: Iterable[list[Any]]) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def bullets(items: list[str]) -> str:
+    return "\n".join(f"- {item}" for item in items)
+
+
+# --------------------------------------------------------------------------------------------------
+# run header
+
+
+def _probe_config(results: dict) -> dict:
+    return (results.get("config") or {}).get("probe") or {}
+
+
+def _encoders(results: dict) -> list[str]:
+    sweep, audit, ablation = results.get("sweep"), results.get("audit"), results.get("ablation")
+    names = model_encoders(sweep) if sweep else []
+    names += [s["encoder"] for s in (audit, ablation) if s and s.get("encoder")]
+    return list(dict.fromkeys(names))
+
+
+def _split_note(sweep: Optional[dict], folds: Any) -> str:
+    """Folds over speakers, and the tasks split another way (e.g. speaker identity: within speakers)."""
+    units = model_units(sweep) if sweep else []
+    odd = {}
+    for unit in units:
+        if unit.get("split_policy") not in (None, "speaker_disjoint"):
+            odd[unit["task"]] = (unit["split_policy"].replace("_", "-"), unit.get("n_folds"))
+    text = f"{folds}-fold cross-validation over speakers (no test speaker seen in training)" if folds else \
+        "cross-validation over speakers"
+    for task, (policy, n) in odd.items():
+        text += f"; {task} is split {policy} ({n} fold{'s' if n != 1 else ''})"
+    return text
+
+
+def header(results: dict) -> str:
+    """Title and one paragraph: corpus, encoders, settings."""
+    name = results.get("name", "run")
+    corpus = results.get("corpus") or {}
+    source = corpus.get("source") or (results.get("config") or {}).get("corpus")
+    parts = [f"Run **{name}**" + (f" (speechprobe {results['speechprobe']})" if results.get("speechprobe") else "")]
+    if source:
+        size = []
+        if corpus.get("utterances") is not None:
+            size.append(f"{corpus['utterances']} utterances")
+        if corpus.get("speakers") is not None:
+            size.append(f"{corpus['speakers']} speakers")
+        parts.append(f"on corpus `{source}`" + (f" ({', '.join(size)})" if size else ""))
+    text = " ".join(parts) + "."
+    sweep = results.get("sweep")
+    baselines = (sweep or {}).get("baselines") or {}
+    encoders = [f"{e} (random-weights twin: {baselines[e]})" if e in baselines else e for e in _encoders(results)]
+    if encoders:
+        text += f" Encoders: {_join(encoders)}."
+    probe = _probe_config(results)
+    grid = probe.get("grid")
+    grid_text = "the default (l1, l2) grid" if not grid else \
+        "the (l1, l2) grid " + ", ".join(f"({a:g}, {b:g})" for a, b in grid)
+    settings = [f"elastic-net probes, {_split_note(sweep, probe.get('folds'))}",
+                f"regularisation chosen on validation from {grid_text}"]
+    if probe.get("max_epochs"):
+        settings.append(f"at most {probe['max_epochs']} epochs")
+    if probe.get("n_resamples"):
+        settings.append(f"{probe['n_resamples']} bootstrap resamples")
+    if probe.get("method"):
+        settings.append(f"neurons ranked by {probe['method']}")
+    if probe.get("target"):
+        settings.append(f"minimal subsets keep {pct(probe['target'], 0)} of the full probe's validation accuracy")
+    text += " Settings: " + "; ".join(settings) + "."
+    return f"# Report: {name}\n\n{text}"
+
+
+def how_to_read(results: dict) -> str:
+    """The reading note, with the interval kind taken from the results."""
+    first = _first_interval(results)
+    if first:
+        unit = "whole speakers" if first.get("resampled") == "groups" else "single utterances"
+        ci = (f"Intervals in brackets are {pct(first['confidence'], 0)} bootstrap intervals resampling {unit} "
+              f"({first.get('n_resamples')} resamples): one speaker's utterances are not independent.")
+    else:
+        ci = "Intervals in brackets are bootstrap intervals."
+    return ("> **How to read this.** " + ci + " The best layer of each encoder and task is chosen on "
+            "validation accuracy; the test folds are touched once, by the chosen probes, and test accuracy is "
+            "pooled over the folds (every utterance tested once). Selectivity is test accuracy minus the "
+            "accuracy of a probe trained on a control task (labels that carry no property): high selectivity "
+            "means the probe reads the property rather than memorising. Majority is the accuracy of always "
+            "answering the training folds' most frequent class.")
+
+
+# --------------------------------------------------------------------------------------------------
+# figures in markdown
+
+
+def figure_link(path: Path, out: Path) -> str:
+    """The figure's path relative to the report folder, URL-quoted."""
+    return quote(Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix())
+
+
+def figure_md(name: str, figures: dict[str, Path], out: Path, caption: str) -> str:
+    """An image link relative to the report (empty when the figure was not drawn)."""
+    path = figures.get(name)
+    if path is None:
+        return ""
+    return f"![{caption}]({figure_link(path, out)})\n\n*{caption}*"
+
+
+def _figures_block(names: list[str], figures: dict[str, Path], out: Path, captions: dict[str, str]) -> str:
+    return "\n\n".join(block for n in names if (block := figure_md(n, figures, out, captions.get(n, n))))
+
+
+# --------------------------------------------------------------------------------------------------
+# sweep
+
+
+def _by_layer(unit: Optional[dict]) -> dict[str, dict]:
+    return {s["layer"]: s for s in unit["layers"]} if unit else {}
+
+
+def _best(unit: dict) -> Optional[dict]:
+    return _by_layer(unit).get(unit.get("best_layer"))
+
+
+def vs_majority(interval: dict, majority: Any) -> str:
+    """Where the accuracy interval lies relative to the majority baseline."""
+    low, high = interval.get("low"), interval.get("high")
+    if not _finite(majority):
+        return ""
+    if _finite(low) and low > majority:
+        return f"above the majority baseline {num(majority)} (its interval excludes it)"
+    if _finite(high) and high < majority:
+        return f"below the majority baseline {num(majority)}"
+    return f"not distinguishable from the majority baseline {num(majority)} (its interval includes it)"
+
+
+def peak_sentence(unit: dict) -> str:
+    layers = [s["layer"] for s in unit["layers"]]
+    best = _best(unit)
+    if best is None:
+        return f"**{unit['encoder']} / {unit['task']}**: no best layer recorded."
+    position = f"layer {layers.index(best['layer']) + 1} of {len(layers)}"
+    accs = [value(s["accuracy"]) for s in unit["layers"]]
+    finite = [a for a in accs if _finite(a)]
+    spread = f"; across layers it ranges {num(min(finite))}–{num(max(finite))}" if len(finite) > 1 else ""
+    return (f"**{unit['encoder']} / {unit['task']}** peaks at **{best['layer']}** ({position}, chosen on validation): "
+            f"test accuracy {ival(best['accuracy'])}, {vs_majority(best['accuracy'], best.get('majority_accuracy'))}"
+            f"{spread}.")
+
+
+def gains(unit: dict, twin: dict) -> dict[str, tuple[float, bool]]:
+    """Layer -> (pretrained minus random-weights test accuracy, whether the two intervals are disjoint)."""
+    random = _by_layer(twin)
+    out = {}
+    for s in unit["layers"]:
+        r = random.get(s["layer"])
+        if r is None or not (_finite(value(s["accuracy"])) and _finite(value(r["accuracy"]))):
+            continue
+        a, b = s["accuracy"], r["accuracy"]
+        disjoint = (_finite(a.get("low")) and _finite(b.get("high")) and a["low"] > b["high"]) or \
+                   (_finite(a.get("high")) and _finite(b.get("low")) and a["high"] < b["low"])
+        out[s["layer"]] = (a["value"] - b["value"], bool(disjoint))
+    return out
+
+
+def gain_sentence(unit: dict, twin: Optional[dict]) -> str:
+    """How the pretrained encoder compares with its random-weights twin, layer by layer."""
+    encoder, task = unit["encoder"], unit["task"]
+    if twin is None:
+        return f"No random-weights twin of {encoder} was probed, so its gain over random weights is not measured."
+    g = gains(unit, twin)
+    if not g:
+        return f"{encoder} and its random twin ({twin['encoder']}) share no layer, so no gain is computed."
+    values = {layer: d for layer, (d, _) in g.items()}
+    low, high = min(values.values()), max(values.values())
+    top = max(values, key=values.get)
+    disjoint = sum(1 for _, sep in g.values() if sep)
+    separated = f" (the two intervals are disjoint at {disjoint} of {len(g)} layers)"
+    better = [layer for layer, d in values.items() if d > 0]
+    if len(better) == len(values):
+        text = (f"{encoder} beats its random-weights twin ({twin['encoder']}) for {task} at every layer, by "
+                f"{num(low)}–{num(high)}; largest at {top}")
+    elif not better:
+        worst = min(values, key=values.get)
+        text = (f"{encoder} is **worse than** its random-weights twin ({twin['encoder']}) for {task} at every layer, "
+                f"by {num(-high)}–{num(-low)}; most at {worst}")
+    else:
+        text = (f"{encoder} beats its random-weights twin ({twin['encoder']}) for {task} at {len(better)} of "
+                f"{len(values)} layers ({_join(better)}) and not at the others; the difference ranges "
+                f"{signed(low)} to {signed(high)}, largest at {top}")
+    return text + separated + "."
+
+
+def selectivity_sentence(unit: dict) -> str:
+    best = _best(unit)
+    if best is None or not _finite(best.get("selectivity")):
+        return ""
+    sel = best["selectivity"]
+    finite = [s for s in unit["layers"] if _finite(s.get("selectivity"))]
+    most = max(finite, key=lambda s: s["selectivity"])
+    if most["selectivity"] <= 0:
+        where = f"; no layer is selective (the highest selectivity is {num(most['selectivity'])}, at {most['layer']})"
+    elif most["layer"] == best["layer"]:
+        where = ""
+    else:
+        where = f"; the most selective layer is {most['layer']} ({num(most['selectivity'])})"
+    if sel > 0:
+        return (f"Selectivity at {best['layer']}: {num(sel)} (control task {num(best.get('control_accuracy'))})"
+                f"{where}.")
+    return (f"At {best['layer']} the probe is **not selective**: the control task reaches "
+            f"{num(best.get('control_accuracy'))}, {num(-sel)} above the task's accuracy{where}.")
+
+
+def salient_sentence(unit: dict) -> str:
+    salient = unit.get("salient") or {}
+    counts, shares = salient.get("counts") or {}, salient.get("share_of_layer") or {}
+    if not counts:
+        return ""
+    most = max(counts.values())
+    holders = [layer for layer, c in counts.items() if c == most]
+    total = sum(counts.values())
+    text = (f"Its salient neurons (top {pct(salient.get('top_fraction'), 0)} of a probe on all layers at once, "
+            f"{salient.get('top_k', total)} neurons) are mostly in {_join(holders)} ({most} of {total}")
+    text += " each)" if len(holders) > 1 else ")"
+    if shares:
+        densest = max(shares, key=lambda k: shares[k] if _finite(shares[k]) else -1)
+        if densest not in holders:
+            text += f"; relative to layer size the densest is {densest} ({pct(shares[densest])} of its neurons)"
+    return text + "."
+
+
+def sweep_findings(sweep: dict) -> list[str]:
+    out = []
+    for encoder in model_encoders(sweep):
+        for task in sweep_tasks(sweep):
+            unit = unit_of(sweep, encoder, task)
+            if unit is None:
+                continue
+            parts = [peak_sentence(unit), gain_sentence(unit, twin_unit(sweep, encoder, task)),
+                     selectivity_sentence(unit), salient_sentence(unit)]
+            out.append(" ".join(p for p in parts if p))
+    return out
+
+
+def sweep_table(sweep: dict, encoder: str) -> str:
+    rows = []
+    for task in sweep_tasks(sweep):
+        unit = unit_of(sweep, encoder, task)
+        if unit is None:
+            continue
+        random = _by_layer(twin_unit(sweep, encoder, task))
+        for s in unit["layers"]:
+            r = random.get(s["layer"])
+            mark = " (best)" if s["layer"] == unit.get("best_layer") else ""
+            rows.append([task, s["layer"] + mark, ival(s["accuracy"], 3), num(value(s.get("macro_f1")), 3),
+                         num(s.get("control_accuracy"), 3), num(s.get("selectivity"), 3),
+                         ival(r["accuracy"], 3) if r else "–", num(s.get("majority_accuracy"), 3)])
+    return md_table(["task", "layer", "test accuracy [CI]", "macro-F1", "control", "selectivity",
+                     "random weights", "majority"], rows)
+
+
+def sweep_section(sweep: dict, figures: dict[str, Path], out: Path) -> str:
+    parts = ["## Layer sweep", "### Findings", bullets(sweep_findings(sweep))]
+    for encoder in model_encoders(sweep):
+        parts += [f"### {encoder}: per-layer results", sweep_table(sweep, encoder)]
+    captions = {f"sweep_{safe_name(t)}": f"{t}: test accuracy per layer (band: CI), random-weights twin dashed, "
+                                           f"control task dotted, majority grey, star: best layer on validation"
+                for t in sweep_tasks(sweep)}
+    captions["selectivity"] = "Selectivity per layer, one line per task"
+    captions["salient_layers"] = "Share of each layer's neurons among the salient neurons, per task"
+    names = [*captions]
+    block = _figures_block(names, figures, out, captions)
+    if block:
+        parts += ["### Figures", block]
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# audit
+
+
+def encoding_sentence(audit: dict) -> str:
+    encoding = audit.get("encoding") or {}
+    layers = encoding.get("layers") or []
+    best = next((s for s in layers if s["layer"] == encoding.get("best_layer")), None)
+    attribute, encoder = audit.get("attribute"), audit.get("encoder")
+    text = ""
+    if best is not None:
+        accs = [value(s["accuracy"]) for s in layers if _finite(value(s["accuracy"]))]
+        text = (f"**Where**: {attribute} is decoded best from {encoder} at **{best['layer']}** (chosen on validation): "
+                f"test accuracy {ival(best['accuracy'])}, {vs_majority(best['accuracy'], best.get('majority_accuracy'))}"
+                f"; across layers {num(min(accs))}–{num(max(accs))}. ")
+    layer = audit.get("layer")
+    chosen = "" if best is None or layer == best["layer"] else " (set in the config, not the best layer)"
+    return text + f"The audit works at {layer}{chosen}, {audit.get('n_neurons')} neurons."
+
+
+def subset_sentence(audit: dict, target: Any) -> str:
+    attribute = audit.get("attribute")
+    salient = audit.get("salient") or {}
+    mine = salient.get(attribute)
+    if not mine:
+        return ""
+    keep = f"keep {pct(target, 0)} of" if _finite(target) else "reach the target share of"
+    if mine.get("reached", True):
+        text = (f"**How many neurons**: the top {mine['k']} of {audit.get('n_neurons')} ({pct(mine['fraction'])}) "
+                f"{keep} the full probe's validation accuracy ({num(mine.get('accuracy'))} vs "
+                f"{num(mine.get('full_accuracy'))}).")
+    else:
+        text = (f"**How many neurons**: no top-ranked subset reached the target; the search stopped at "
+                f"{mine['k']} neurons ({pct(mine['fraction'])}, validation accuracy {num(mine.get('accuracy'))} vs "
+                f"{num(mine.get('full_accuracy'))} with all).")
+    others = [f"{t} {m['k']} ({pct(m['fraction'])})" for t, m in salient.items() if t != attribute]
+    if others:
+        text += f" The other tasks' minimal subsets: {_join(others)}."
+    return text
+
+
+def _overlap_phrase(cell: dict) -> str:
+    p = cell.get("p_value")
+    stats = f"J = {num(cell.get('jaccard'))} vs chance {num(cell.get('chance'))}, p = {_p(p)}"
+    if _finite(p) and p < ALPHA:
+        return f"above chance ({stats})"
+    return f"not above chance ({stats})"
+
+
+def _p(p: Any) -> str:
+    if not _finite(p):
+        return "–"
+    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
+
+def overlap_sentences(audit: dict) -> list[str]:
+    tasks, matrix = audit.get("overlap_tasks") or [], audit.get("overlap") or []
+    attribute = audit.get("attribute")
+    if attribute not in tasks or not matrix:
+        return []
+    i = tasks.index(attribute)
+    parts = [f"{t}: {_overlap_phrase(matrix[i][j])}" for j, t in enumerate(tasks) if j != i]
+    text = f"**Shared neurons**: the {attribute} subset overlaps the other tasks' subsets — " + "; ".join(parts) + "."
+    pairs = [f"{tasks[a]} and {tasks[b]} overlap {_overlap_phrase(matrix[a][b])}"
+             for a in range(len(tasks)) for b in range(a + 1, len(tasks))
+             if i not in (a, b) and _finite(matrix[a][b].get("p_value")) and matrix[a][b]["p_value"] < ALPHA]
+    if pairs:
+        text += f" Among the other tasks, {'; '.join(pairs)}."
+    return [text]
+
+
+def group_sentence(task: str, g: dict, attribute: str) -> str:
+    """The gap of one task; the disadvantaged group is named only when the gap is flagged."""
+    gap = g["gap"]
+    accs = "; ".join(f"{k} {ival(g['accuracy'][k])}" for k in g["groups"])
+    if g.get("flagged"):
+        worst, best = g["worst_group"], g["best_group"]
+        return (f"**{task}** (probe at {g.get('layer')}) **disadvantages the {worst}** group ({attribute}): "
+                f"{ival(g['accuracy'][worst])} vs {ival(g['accuracy'][best])} for {best}; the gap "
+                f"{ival(gap)} excludes 0, so it is more than chance variation between speakers.")
+    return (f"**{task}** (probe at {g.get('layer')}): accuracy {accs}; the gap between {attribute} groups, "
+            f"{ival(gap)}, is within chance variation (its interval includes 0), so no group is singled out.")
+
+
+def removal_verdict(removed: Any, mean: Any, std: Any) -> str:
+    """Whether removing the attribute's neurons hurts more than removing as many random ones."""
+    if not (_finite(removed) and _finite(mean)):
+        return "not comparable with random removal"
+    margin = N_SD * (std if _finite(std) else 0.0)
+    if removed < mean - margin:
+        return f"a larger drop than random removal (more than {N_SD:g} SD below it)"
+    if removed > mean + margin:
+        return f"less harm than random removal (more than {N_SD:g} SD above it)"
+    return f"no different from random removal (within {N_SD:g} SD)"
+
+
+def audit_ablation_sentences(audit: dict) -> list[str]:
+    ablation = audit.get("ablation") or {}
+    k = len(ablation.get("neurons") or [])
+    attribute = audit.get("attribute")
+    out = []
+    for task, e in (ablation.get("tasks") or {}).items():
+        full, removed = e.get("full"), e.get("removed_attribute_neurons")
+        drop = removed - full if _finite(full) and _finite(removed) else None
+        out.append(f"**{task}**: {num(full)} → {num(removed)} ({signed(drop)}) without the {k} {attribute} neurons, "
+                   f"vs {num(e.get('removed_random_mean'))} ± {num(e.get('removed_random_std'))} without {k} random "
+                   f"ones: {removal_verdict(removed, e.get('removed_random_mean'), e.get('removed_random_std'))}.")
+    return out
+
+
+def audit_findings(audit: dict, target: Any) -> list[str]:
+    items = [encoding_sentence(audit), subset_sentence(audit, target), *overlap_sentences(audit)]
+    groups = audit.get("groups") or {}
+    if groups:
+        flagged = [t for t, g in groups.items() if g.get("flagged")]
+        lead = (f"**Who is disadvantaged**: {len(flagged)} of {len(groups)} tasks show a gap between "
+                f"{audit.get('attribute')} groups beyond chance" + (f" ({_join(flagged)})." if flagged else "."))
+        items.append(lead + "\n" + "\n".join(f"  - {group_sentence(t, g, audit.get('attribute'))}"
+                                              for t, g in groups.items()))
+    removal = audit_ablation_sentences(audit)
+    if removal:
+        mode = (audit.get("ablation") or {}).get("mode", "mean")
+        items.append(f"**Removing the {audit.get('attribute')} neurons** ({mode} ablation at {audit.get('layer')}, "
+                     f"no retraining, first fold's test split):\n" + "\n".join(f"  - {s}" for s in removal))
+    return [i for i in items if i]
+
+
+def audit_tables(audit: dict) -> list[str]:
+    parts = []
+    salient = audit.get("salient") or {}
+    if salient:
+        parts += ["### Minimal subsets", md_table(
+            ["task", "k", "% of layer", "validation accuracy (subset)", "validation accuracy (all)", "target reached"],
+            [[t, m["k"], pct(m.get("fraction")), num(m.get("accuracy"), 3), num(m.get("full_accuracy"), 3),
+              "yes" if m.get("reached") else "no"] for t, m in salient.items()])]
+    tasks, matrix = audit.get("overlap_tasks") or [], audit.get("overlap") or []
+    if matrix:
+        def cell(c: dict, diagonal: bool) -> str:
+            if diagonal:  # a set against itself has no chance level to beat: its size is what matters
+                return f"k = {c.get('size_a')}"
+            return f"{num(c.get('jaccard'))} / {num(c.get('chance'))} (p {_p(c.get('p_value'))})"
+
+        parts += ["### Overlap of the minimal subsets (J / chance, p; diagonal: subset size)", md_table(
+            ["", *tasks], [[a, *(cell(c, i == j) for j, c in enumerate(row))]
+                           for i, (a, row) in enumerate(zip(tasks, matrix))])]
+    groups = audit.get("groups") or {}
+    if groups:
+        names = list(dict.fromkeys(k for g in groups.values() for k in g["groups"]))
+        parts += [f"### Accuracy per {audit.get('attribute')} group", md_table(
+            ["task", "layer", *names, "gap [CI]", "flagged"],
+            [[t, g.get("layer"), *(ival(g["accuracy"][k], 3) if k in g["accuracy"] else "–" for k in names),
+              ival(g["gap"], 3), "yes" if g.get("flagged") else "no"] for t, g in groups.items()])]
+    tasks_ab = (audit.get("ablation") or {}).get("tasks") or {}
+    if tasks_ab:
+        parts += [f"### Removing the {audit.get('attribute')} neurons", md_table(
+            ["task", "all neurons", f"{audit.get('attribute')} neurons removed", "random removed (mean ± SD)"],
+            [[t, num(e.get("full"), 3), num(e.get("removed_attribute_neurons"), 3),
+              f"{num(e.get('removed_random_mean'), 3)} ± {num(e.get('removed_random_std'), 3)}"]
+             for t, e in tasks_ab.items()])]
+    return parts
+
+
+def audit_section(audit: dict, figures: dict[str, Path], out: Path, target: Any) -> str:
+    title = f"## Bias audit: {audit.get('attribute')} in {audit.get('encoder')}"
+    parts = [title, "### Findings", bullets(audit_findings(audit, target)), *audit_tables(audit)]
+    captions = {"audit_groups": "The other tasks' test accuracy per group, with intervals; red: gap beyond chance",
+                "overlap": "Jaccard overlap of the tasks' minimal subsets, each cell J / chance",
+                "audit_ablation": "Accuracy with all neurons, without the attribute's neurons, without random ones"}
+    block = _figures_block(list(captions), figures, out, captions)
+    if block:
+        parts += ["### Figures", block]
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# ablation
+
+
+def _closest(fractions: list[float], target: Any) -> int:
+    if not _finite(target):
+        return len(fractions) // 2
+    return min(range(len(fractions)), key=lambda i: abs(math.log(fractions[i]) - math.log(max(target, 1e-12))))
+
+
+def kept_verdict(top: Any, mean: Any, std: Any) -> str:
+    if not (_finite(top) and _finite(mean)):
+        return "not comparable"
+    margin = N_SD * (std if _finite(std) else 0.0)
+    if top > mean + margin:
+        return "the top neurons alone do better than as many random ones"
+    if top < mean - margin:
+        return "the top neurons alone do worse than as many random ones"
+    return f"the top neurons alone do no better than random ones (within {N_SD:g} SD)"
+
+
+def ablation_findings(ablation: dict, target: Any) -> list[str]:
+    items = []
+    where = "every layer concatenated" if ablation.get("layer") == "all" else f"layer {ablation.get('layer')}"
+    items.append(f"A probe for {ablation.get('task')} on {ablation.get('encoder')} ({where}, "
+                 f"{ablation.get('n_neurons')} neurons) reaches test accuracy {num(ablation.get('test_accuracy'))} "
+                 f"(first fold); neurons are ranked by {ablation.get('method', 'weight')}.")
+    m = ablation.get("minimal_subset") or {}
+    if m:
+        keep = f"keep {pct(m.get('target', target), 0)} of" if _finite(m.get("target", target)) else "reach the target of"
+        items.append((f"**Minimal subset**: the top {m['k']} neurons ({pct(m.get('fraction'))}) {keep} the full "
+                      if m.get("reached", True) else
+                      f"**Minimal subset**: the target was not reached; the search stopped at {m['k']} neurons "
+                      f"({pct(m.get('fraction'))}) for ")
+                     + f"probe's validation accuracy ({num(m.get('accuracy'))} vs {num(m.get('full_accuracy'))}).")
+    c = ablation.get("ablation") or {}
+    fractions = c.get("fractions") or []
+    if fractions:
+        i = _closest(fractions, m.get("fraction"))
+        f, k = fractions[i], (c.get("ks") or [None] * len(fractions))[i]
+        items.append(
+            f"**Top vs random vs bottom** at {pct(f, 0)} of the neurons ({k}; the fraction nearest the minimal subset): "
+            f"removing them without retraining gives top {num(c['removed_top'][i])}, random "
+            f"{num(c['removed_random_mean'][i])} ± {num(c['removed_random_std'][i])}, bottom "
+            f"{num(c['removed_bottom'][i])} (all neurons {num(c.get('full_accuracy'))}): removing the top ones is "
+            f"{removal_verdict(c['removed_top'][i], c['removed_random_mean'][i], c['removed_random_std'][i])}. "
+            f"Keeping only them and retraining gives top {num(c['kept_top'][i])}, random {num(c['kept_random_mean'][i])}"
+            f" ± {num(c['kept_random_std'][i])}, bottom {num(c['kept_bottom'][i])}: "
+            f"{kept_verdict(c['kept_top'][i], c['kept_random_mean'][i], c['kept_random_std'][i])}.")
+        harmful = [pct(fr, 0) for fr, t, mu, sd in zip(fractions, c["removed_top"], c["removed_random_mean"],
+                                                        c["removed_random_std"])
+                   if removal_verdict(t, mu, sd).startswith("a larger drop")]
+        items.append("Removing the top neurons hurts more than removing random ones at " + _join(harmful) + " of the neurons."
+                     if harmful else "At no fraction does removing the top neurons hurt more than removing random ones.")
+    sentence = layers_sentence(ablation)
+    if sentence:
+        items.append(sentence)
+    return items
+
+
+def _even_share(ablation: dict, layer: str, dims: dict) -> str:
+    """What a spread in proportion to layer size would put in ``layer``, as a yardstick."""
+    total = sum(d for d in dims.values() if d)
+    if not total or not dims.get(layer) or not _finite(ablation.get("top_k")):
+        return ""
+    return f", vs {ablation['top_k'] * dims[layer] / total:.1f} expected from its size"
+
+
+def layers_sentence(ablation: dict) -> str:
+    counts, layers = ablation.get("top_counts") or {}, ablation.get("layers") or []
+    if not counts or not layers:
+        return ""
+    dims = {layer["name"]: layer.get("dim") for layer in layers}
+    most = max(counts.values())
+    holders = [n for n, c in counts.items() if c == most]
+    share = {n: c / dims[n] for n, c in counts.items() if dims.get(n)}
+    densest = max(share, key=share.get) if share else None
+    text = (f"**Which layers**: of the top {ablation.get('top_k')} neurons, {_join(holders)} "
+            f"{'holds' if len(holders) == 1 else 'hold'} the most ({most}{' each' if len(holders) > 1 else ''}"
+            f"{_even_share(ablation, holders[0], dims)}); per layer "
+            + ", ".join(f"{n} {c}" for n, c in counts.items()))
+    if densest is not None and densest not in holders:
+        text += f"; relative to layer size the densest is {densest} ({pct(share[densest])})"
+    return text + "."
+
+
+def ablation_tables(ablation: dict) -> list[str]:
+    parts = []
+    c = ablation.get("ablation") or {}
+    if c.get("fractions"):
+        rows = [[pct(f, 0), k, num(t, 3), f"{num(rm, 3)} ± {num(rs, 3)}", num(b, 3), num(kt, 3),
+                 f"{num(km, 3)} ± {num(ks, 3)}", num(kb, 3)]
+                for f, k, t, rm, rs, b, kt, km, ks, kb in zip(
+                    c["fractions"], c.get("ks") or [""] * len(c["fractions"]), c["removed_top"],
+                    c["removed_random_mean"], c["removed_random_std"], c["removed_bottom"], c["kept_top"],
+                    c["kept_random_mean"], c["kept_random_std"], c["kept_bottom"])]
+        parts += ["### Ablation curves (test accuracy)", md_table(
+            ["% neurons", "k", "removed: top", "removed: random", "removed: bottom", "kept: top", "kept: random",
+             "kept: bottom"], rows)]
+    if ablation.get("top_counts") and ablation.get("layers"):
+        parts += [f"### Top {ablation.get('top_k')} neurons per layer", md_table(
+            ["layer", "neurons", "top neurons", "% of layer"],
+            [[layer["name"], layer.get("dim"), ablation["top_counts"].get(layer["name"], 0),
+              pct(ablation["top_counts"].get(layer["name"], 0) / layer["dim"]) if layer.get("dim") else "–"]
+             for layer in ablation["layers"]])]
+    return parts
+
+
+def ablation_section(ablation: dict, figures: dict[str, Path], out: Path, target: Any) -> str:
+    title = f"## Neuron ablation: {ablation.get('task')} in {ablation.get('encoder')} (layer {ablation.get('layer')})"
+    parts = [title, "### Findings", bullets(ablation_findings(ablation, target)), *ablation_tables(ablation)]
+    captions = {"ablation_curves": "Left: top / random / bottom neurons removed without retraining; right: kept "
+                                   "alone and retrained; dotted: minimal subset",
+                "minimal_subset": "Validation accuracy of a probe on the top k neurons, with the threshold",
+                "ablation_layers": "Where the top neurons live, relative to each layer's size"}
+    block = _figures_block(list(captions), figures, out, captions)
+    if block:
+        parts += ["### Figures", block]
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# documents
+
+
+def report_markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
+    """The whole report as Markdown (figure links relative to ``out``)."""
+    target = _probe_config(results).get("target")
+    parts = [header(results), how_to_read(results)]
+    if results.get("sweep") and model_units(results["sweep"]):
+        parts.append(sweep_section(results["sweep"], figures, out))
+    if results.get("audit"):
+        parts.append(audit_section(results["audit"], figures, out, target))
+    if results.get("ablation"):
+        parts.append(ablation_section(results["ablation"], figures, out, target))
+    placed = "\n".join(parts)
+    others = [n for n in figures if f"({figure_link(figures[n], out)})" not in placed]
+    if others:
+        parts.append("## Other figures\n\n" + _figures_block(others, figures, out, {}))
+    return "\n\n".join(parts) + "\n"
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def markdown_to_html(markdown: str, out: Path, title: str) -> str:
+    """Render with markdown-it-py (tables on, raw HTML off) and embed every local image as a data URI."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+
+    def embed(match: re.Match) -> str:
+        src = html.unescape(match.group(1))
+        path = Path(out) / unquote(src)
+        if src.startswith("data:"):
+            return match.group(0)
+        if not path.is_file():
+            return 'src=""'
+        return f'src="{_data_uri(path)}"'
+
+    body = re.sub(r'src="([^"]*)"', embed, body)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n{body}</main>\n"
+            f"</body>\n</html>\n")
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Atomically: a temp file in the folder, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_report(results: dict, figures: dict[str, Path], out: Path) -> tuple[Path, Path]:
+    """Write ``out/report.md`` and the self-contained ``out/report.html``; returns their paths."""
+    out = Path(out)
+    markdown = report_markdown(results, {k: Path(v) for k, v in figures.items()}, out)
+    md_path = _write_text(out / "report.md", markdown)
+    html_path = _write_text(out / "report.html", markdown_to_html(markdown, out, f"speechprobe report: {results.get('name', 'run')}"))
+    return md_path, html_path
+
+
+# --------------------------------------------------------------------------------------------------
+# terminal
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+def summary_table(results: dict) -> str:
+    """Per encoder x task: best layer, test accuracy [CI], random twin there, selectivity; audit; ablation."""
+    lines = []
+    sweep = results.get("sweep")
+    if sweep and model_units(sweep):
+        rows = []
+        for encoder in model_encoders(sweep):
+            for task in sweep_tasks(sweep):
+                unit = unit_of(sweep, encoder, task)
+                best = _best(unit) if unit else None
+                if best is None:
+                    continue
+                twin = _by_layer(twin_unit(sweep, encoder, task)).get(best["layer"])
+                rows.append([encoder, task, best["layer"], ival(best["accuracy"], 3),
+                             num(value(twin["accuracy"]), 3) if twin else "–", num(best.get("selectivity"), 3)])
+        lines.append(_text_table(["encoder", "task", "best layer", "test accuracy [CI]", "random twin", "selectivity"],
+                                 rows))
+    audit = results.get("audit")
+    if audit:
+        mine = (audit.get("salient") or {}).get(audit.get("attribute")) or {}
+        flagged = [f"{t} (worse for {g.get('worst_group')}, gap {ival(g['gap'])})"
+                   for t, g in (audit.get("groups") or {}).items() if g.get("flagged")]
+        lines.append(f"audit: {audit.get('attribute')} in {audit.get('encoder')} at {audit.get('layer')}: "
+                     f"minimal subset k={mine.get('k', '–')} ({pct(mine.get('fraction'))}); flagged gaps: "
+                     + (", ".join(flagged) if flagged else "none"))
+    ablation = results.get("ablation")
+    if ablation:
+        m = ablation.get("minimal_subset") or {}
+        lines.append(f"ablation: {ablation.get('task')} in {ablation.get('encoder')} (layer {ablation.get('layer')}): "
+                     f"minimal subset k={m.get('k', '–')} of {ablation.get('n_neurons')} ({pct(m.get('fraction'))})")
+    return "\n".join(lines) if lines else "(no results)"

@@ -1,0 +1,61 @@
+"""Experiment configs: the shipped examples load; unknown keys, wrong types and missing parts name the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments.cli import CommandError
+from experiments.config import load_config, parse_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+MINIMAL = {"name": "t", "corpus": "c", "sweep": {"encoders": ["ge2e"]}}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path):
+    config = load_config(path)
+    assert config.sweep or config.audit or config.ablation
+    assert config.out_dir == Path("data/runs") / config.name
+
+
+def test_defaults_fill_in():
+    config = parse_config(MINIMAL)
+    assert config.sweep.tasks == ("speaker", "gender", "dialect", "channel")
+    assert config.probe.folds == 5 and config.logger == ("csv", "wandb") and config.sweep.baselines == "auto"
+    assert config.encoders() == ["ge2e"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"sweep": {"encodrs": ["ge2e"]}}, "sweep.encodrs: unknown key"),
+    ({"probe": {"max_epochs": "5"}}, "probe.max_epochs: Input should be a valid integer"),
+    ({"probe": {"folds": 2}}, "probe.folds: Input should be greater than or equal to 3"),
+    ({"probe": {"grid": [[0, -1]]}}, "probe.grid: grid pair"),
+    ({"sweep": {"encoders": ["ge2e"], "tasks": ["gender", 3]}}, "sweep.tasks.1: Input should be a valid string"),
+    ({"logger": ["csv", "mlflow"]}, "logger.1: Input should be 'none', 'csv', 'wandb' or 'tensorboard'"),
+    ({"logger": ["none", "csv"]}, "none cannot be combined"),
+    ({"audit": {"encoder": "ge2e", "layer": 3}}, "audit.layer: Input should be a valid string"),
+    ({"sweep": None}, "no study"),
+])
+def test_bad_configs_name_the_key(change: dict, message: str):
+    with pytest.raises(CommandError) as error:
+        parse_config({**MINIMAL, **change}, "my.yaml")
+    assert str(error.value).startswith("my.yaml: ")
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_required_key_and_non_mapping():
+    with pytest.raises(CommandError, match="corpus: missing"):
+        parse_config({"name": "t", "sweep": {"encoders": ["ge2e"]}})
+    with pytest.raises(CommandError, match="a config is a mapping"):
+        parse_config(["name", "t"])
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\ncorpus: [unclosed\n")
+    with pytest.raises(CommandError, match=r"bad.yaml: not valid YAML at line \d"):
+        load_config(bad)
+    with pytest.raises(CommandError, match="cannot read the config"):
+        load_config(tmp_path / "absent.yaml")

@@ -1,0 +1,184 @@
+"""`speechprobe run` end to end on the tiny corpus with real GE2E weights and its random twin: sweep, audit,
+ablation, report, dashboards; reruns reuse the finished units; bad input stops before anything is written."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from experiments.cli import main
+
+FAST_PROBES = {"folds": 3, "max_epochs": 15, "n_resamples": 200, "grid": [[0.0, 0.0], [0.001, 0.001]]}
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _config(tiny_corpus: Path, root: Path, **overrides) -> dict:
+    config = {
+        "name": "tiny-study", "corpus": str(tiny_corpus), "stores": str(root / "stores"), "out": str(root / "run"),
+        "logger": ["csv", "wandb"], "probe": FAST_PROBES,
+        "sweep": {"encoders": ["ge2e"], "tasks": ["gender", "channel", "speaker"], "baselines": {"ge2e": "random:ge2e"}},
+        "audit": {"encoder": "ge2e", "attribute": "gender", "tasks": ["speaker", "channel"]},
+        "ablation": {"encoder": "ge2e", "task": "channel", "layer": "all"},
+    }
+    config.update(overrides)
+    return config
+
+
+def _write(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def isolated_home(tmp_path_factory: pytest.TempPathFactory):
+    """wandb keeps caches under HOME even offline: keep them in the test's folder."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+            patch.setenv(name, str(home / name.lower()))
+        patch.delenv("WANDB_MODE", raising=False)
+        yield home
+
+
+@pytest.fixture(scope="module")
+def study(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory, isolated_home: Path):
+    root = tmp_path_factory.mktemp("study")
+    config = _write(root / "study.yaml", _config(tiny_corpus, root))
+    code, out, err = _run(["run", str(config)])
+    assert code == 0, err
+    return root, config, out, err
+
+
+def test_run_writes_results_report_figures_and_logs(study):
+    root, _, out, err = study
+    run = root / "run"
+    results = json.loads((run / "results.json").read_text())
+    units = {(u["encoder"], u["task"]): u for u in results["sweep"]["results"]}
+    assert set(units) == {(e, t) for e in ("ge2e", "random:ge2e") for t in ("gender", "channel", "speaker")}
+    assert units[("random:ge2e", "gender")]["role"] == "baseline"
+    for unit in units.values():
+        names = [layer["layer"] for layer in unit["layers"]]
+        assert names == ["lstm1", "lstm2", "lstm3", "embedding"] and unit["best_layer"] in names
+        for layer in unit["layers"]:
+            acc = layer["accuracy"]
+            assert 0.0 <= acc["low"] <= acc["value"] <= acc["high"] <= 1.0
+    assert units[("ge2e", "gender")]["n_folds"] == 3 and units[("ge2e", "speaker")]["n_folds"] == 1
+    assert {"peak_layer", "gain_over_random"} <= set(results["sweep"]["findings"][0])
+    assert results["audit"]["layer"] in ["lstm1", "lstm2", "lstm3", "embedding"]
+    assert set(results["audit"]["groups"]) == {"speaker", "channel"}
+    assert results["ablation"]["layer"] == "all" and sum(results["ablation"]["top_counts"].values()) == results["ablation"]["top_k"]
+    assert (run / "report.md").is_file() and (run / "report.html").is_file()
+    pngs = list((run / "figures").glob("*.png"))
+    assert len(pngs) >= 5 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert "report:" in out and str(run / "report.html") in out
+    assert "sweep ge2e / gender" in err  # progress on stderr
+
+
+def test_pooled_accuracy_is_what_the_saved_predictions_say(study):
+    """Every utterance of a speaker-disjoint task is tested once; results.json agrees with predictions.csv."""
+    root, *_ = study
+    unit_dir = root / "run" / "units" / "sweep" / "ge2e" / "gender"
+    unit = json.loads((unit_dir / "unit.json").read_text())
+    table = pd.read_csv(unit_dir / "predictions.csv", dtype=str, keep_default_na=False)
+    assert len(table) == unit["n_utterances"] and sorted(table["row"].astype(int)) == list(range(unit["n_utterances"]))
+    for layer in unit["layers"]:
+        assert layer["accuracy"]["value"] == pytest.approx(np.mean(table["label"] == table[f"predicted:{layer['layer']}"]))
+
+
+def test_dashboards_hold_the_metrics(study):
+    root, *_ = study
+    logs = root / "run" / "logs"
+    metrics = pd.read_csv(logs / "csv" / "metrics.csv")
+    column = "sweep/ge2e/gender/accuracy"
+    results = json.loads((root / "run" / "results.json").read_text())
+    unit = next(u for u in results["sweep"]["results"] if (u["encoder"], u["task"]) == ("ge2e", "gender"))
+    logged = metrics[column].dropna().to_numpy()
+    assert np.allclose(logged, [layer["accuracy"]["value"] for layer in unit["layers"]])
+    assert (logs / "csv" / "tables" / "sweep.csv").is_file()
+    runs = list((logs / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_rerun_reuses_every_unit_and_a_deleted_unit_is_redone(study):
+    root, config, *_ = study
+    before = json.loads((root / "run" / "results.json").read_text())
+    code, out, err = _run(["run", str(config), "--quiet"])
+    assert code == 0, err
+    again = json.loads((root / "run" / "results.json").read_text())
+    assert again["units_computed"] == []
+    assert again["sweep"] == before["sweep"] and again["audit"] == before["audit"]
+    shutil.rmtree(root / "run" / "units" / "sweep" / "random-ge2e" / "channel")
+    code, _, err = _run(["run", str(config), "--quiet"])
+    assert code == 0, err
+    redone = json.loads((root / "run" / "results.json").read_text())
+    assert redone["units_computed"] == ["sweep/random-ge2e/channel"]
+    assert redone["sweep"] == before["sweep"]  # same seed, same numbers
+
+
+def test_a_different_config_in_the_same_folder_is_refused(study, tiny_corpus: Path):
+    root, *_ = study
+    changed = _config(tiny_corpus, root, seed=1)
+    code, out, err = _run(["run", str(_write(root / "changed.yaml", changed))])
+    assert code == 2
+    assert "holds a different run" in err and "seed" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"sweep": {"encoders": ["ge2e-typo"]}}, "unknown encoder 'ge2e-typo'; known: ge2e"),
+    ({"sweep": {"encoders": ["ge2e"], "tasks": ["accent"]}}, "unknown task 'accent'"),
+    ({"corpus": "/nonexistent/corpus"}, "/nonexistent/corpus"),
+    ({"probe": {"folds": 2}}, "probe.folds"),
+    ({"sweep": {"encoders": ["ge2e"], "baselines": {"whisper-tiny.en": "random:whisper-tiny.en"}}}, "sweep.baselines"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_corpus: Path, tmp_path: Path, change: dict, message: str):
+    config = _config(tiny_corpus, tmp_path, audit=None, ablation=None, **change)
+    config = {k: v for k, v in config.items() if v is not None}
+    code, out, err = _run(["run", str(_write(tmp_path / "bad.yaml", config))])
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "stores").exists()
+
+
+def test_flag_commands_build_the_same_checks(tiny_corpus: Path, tmp_path: Path):
+    code, _, err = _run(["sweep", "--corpus", str(tiny_corpus), "--encoders", "nope", "--out", str(tmp_path / "r")])
+    assert code == 2 and "unknown encoder 'nope'" in err
+    code, _, err = _run(["audit", "--corpus", str(tiny_corpus), "--encoder", "ge2e", "--logger", "csv,mlflow",
+                         "--out", str(tmp_path / "r")])
+    assert code == 2 and "logger" in err and "mlflow" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_config_maps_the_source_columns(tiny_corpus: Path, tmp_path: Path):
+    """A corpus whose label columns have other names (VCTK's `accent`, here `sex`) is read through `columns`."""
+    from experiments.config import parse_config
+    from experiments.runner import prepare_corpus
+
+    table = pd.read_csv(tiny_corpus / "metadata.csv").rename(columns={"gender": "sex"})
+    table["file_name"] = [str(tiny_corpus / name) for name in table["file_name"]]
+    renamed = tmp_path / "renamed.csv"
+    table.to_csv(renamed, index=False)
+    base = _config(tiny_corpus, tmp_path, corpus=str(renamed))
+    config = parse_config({**base, "columns": {"gender": "sex"}})
+    corpus = prepare_corpus(config, lambda message: None)
+    assert list(corpus.metadata["gender"]) == list(table["sex"])
+    code, _, err = _run(["sweep", "--corpus", str(renamed), "--encoders", "ge2e", "--tasks", "gender",
+                         "--logger", "none", "--out", str(tmp_path / "unmapped")])
+    assert code == 2 and "gender" in err and not (tmp_path / "unmapped").exists()
+    code, _, err = _run(["sweep", "--corpus", str(renamed), "--column", "gender", "--encoders", "ge2e",
+                         "--logger", "none", "--out", str(tmp_path / "unmapped")])
+    assert code == 2 and "--column 'gender'" in err and not (tmp_path / "unmapped").exists()
