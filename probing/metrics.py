@@ -116,9 +116,13 @@ def _fraction(name: str, value: Any) -> float:
 
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
-    """Fraction of examples predicted correctly (scikit-learn's ``accuracy_score``)."""
+    """Fraction of examples predicted correctly.
+
+    What scikit-learn's ``accuracy_score`` computes, without its input validation (3 ms a call, which a
+    sweep scoring 40 probes on validation data would pay 40 times); ``_pair`` checks the inputs instead.
+    """
     true, pred = _pair(y_true, y_pred)
-    return float(accuracy_score(true, pred))
+    return float(np.mean(true == pred))
 
 
 def macro_f1(y_true: Any, y_pred: Any, labels: Any = None) -> float:
