@@ -64,7 +64,7 @@ def parse_loggers(text: str | Sequence[str]) -> tuple[str, ...]:
             raise ValueError(f"logger 'none' cannot be combined with others: got {','.join(names)}")
         return ()
     if "tensorboard" in names and not _tensorboard_available():
-        raise ValueError("logger 'tensorboard' needs the tensorboard package: pip install tensorboard")
+        raise ValueError("logger 'tensorboard' needs the tensorboardX or tensorboard package: pip install tensorboardX")
     return tuple(names)
 
 

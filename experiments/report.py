@@ -528,16 +528,22 @@ def audit_tables(audit: dict) -> list[str]:
     return parts
 
 
-def audit_section(audit: dict, figures: dict[str, Path], out: Path, target: Any) -> str:
-    title = f"## Bias audit: {audit.get('attribute')} in {audit.get('encoder')}"
-    parts = [title, "### Findings", bullets(audit_findings(audit, target)), *audit_tables(audit)]
-    captions = {"audit_groups": "The other tasks' test accuracy per group, with intervals; red: gap beyond chance",
-                "overlap": "Jaccard overlap of the tasks' minimal subsets, each cell J / chance",
-                "audit_ablation": "Accuracy with all neurons, without the attribute's neurons, without random ones"}
+def _section(title: str, findings: list[str], tables: list[str], captions: dict[str, str],
+             figures: dict[str, Path], out: Path) -> str:
+    """A study's section: its findings in words, its tables, then its figures."""
+    parts = [title, "### Findings", bullets(findings), *tables]
     block = _figures_block(list(captions), figures, out, captions)
     if block:
         parts += ["### Figures", block]
     return "\n\n".join(parts)
+
+
+def audit_section(audit: dict, figures: dict[str, Path], out: Path, target: Any) -> str:
+    title = f"## Bias audit: {audit.get('attribute')} in {audit.get('encoder')}"
+    captions = {"audit_groups": "The other tasks' test accuracy per group, with intervals; red: gap beyond chance",
+                "overlap": "Jaccard overlap of the tasks' minimal subsets, each cell J / chance",
+                "audit_ablation": "Accuracy with all neurons, without the attribute's neurons, without random ones"}
+    return _section(title, audit_findings(audit, target), audit_tables(audit), captions, figures, out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -650,15 +656,11 @@ def ablation_tables(ablation: dict) -> list[str]:
 
 def ablation_section(ablation: dict, figures: dict[str, Path], out: Path, target: Any) -> str:
     title = f"## Neuron ablation: {ablation.get('task')} in {ablation.get('encoder')} (layer {ablation.get('layer')})"
-    parts = [title, "### Findings", bullets(ablation_findings(ablation, target)), *ablation_tables(ablation)]
     captions = {"ablation_curves": "Left: top / random / bottom neurons removed without retraining; right: kept "
                                    "alone and retrained; dotted: minimal subset",
                 "minimal_subset": "Validation accuracy of a probe on the top k neurons, with the threshold",
                 "ablation_layers": "Where the top neurons live, relative to each layer's size"}
-    block = _figures_block(list(captions), figures, out, captions)
-    if block:
-        parts += ["### Figures", block]
-    return "\n\n".join(parts)
+    return _section(title, ablation_findings(ablation, target), ablation_tables(ablation), captions, figures, out)
 
 
 # --------------------------------------------------------------------------------------------------
