@@ -182,3 +182,21 @@ def test_a_config_maps_the_source_columns(tiny_corpus: Path, tmp_path: Path):
     code, _, err = _run(["sweep", "--corpus", str(renamed), "--column", "gender", "--encoders", "ge2e",
                          "--logger", "none", "--out", str(tmp_path / "unmapped")])
     assert code == 2 and "--column 'gender'" in err and not (tmp_path / "unmapped").exists()
+
+
+def test_ablation_by_flags_on_one_layer_reuses_the_stores(study, tiny_corpus: Path):
+    """The flag command is the same study as a config: one layer here, the study's stores reused."""
+    root = study[0]
+    out = root / "ablation-lstm3"
+    code, stdout, err = _run(["ablation", "--corpus", str(tiny_corpus), "--stores", str(root / "stores"),
+                              "--encoder", "ge2e", "--task", "gender", "--layer", "lstm3", "--folds", "3",
+                              "--max-epochs", "15", "--logger", "none", "--out", str(out)])
+    assert code == 0, err
+    assert "extracting" not in err  # the store the study extracted is read, not rebuilt
+    ablation = json.loads((out / "results.json").read_text())["ablation"]
+    assert ablation["layer"] == "lstm3" and ablation["n_neurons"] == 256
+    assert sorted(ablation["ranking"]) == list(range(256))
+    assert 1 <= ablation["minimal_subset"]["k"] <= 256
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert run["ablation"] == {"encoder": "ge2e", "task": "gender", "layer": "lstm3"} and run["probe"]["folds"] == 3
+    assert not (out / "logs").exists() and "ablation: gender in ge2e (layer lstm3)" in stdout
