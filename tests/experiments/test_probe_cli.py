@@ -11,8 +11,6 @@ reliable signal either.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -20,19 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.cli import main
+from tests.experiments.cli_runner import run_cli as _run
 
 TASK = "channel"  # the tiny corpus has 8 speakers in all 5 channels: speaker-disjoint 5 folds work
 PLANTED_LAYER = "block2"
 PLANTED = [3, 7, 11, 19, 27]  # neuron j carries channel class j (sorted class order)
 FAST = ["--max-epochs", "25"]  # neurons trains ~60 probes in 3 batched runs: cap them to keep the file fast
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +266,7 @@ def test_help_does_not_import_torch() -> None:
     import sys
 
     code = ("import sys\nfrom experiments.cli import main\n"
-            "for cmd in ('probe', 'neurons'):\n"
+            "for cmd in ('probe', 'neurons', 'similarity', 'sweep', 'run'):\n"
             "    try:\n        main([cmd, '--help'])\n    except SystemExit as e:\n        assert e.code == 0\n"
             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import on --help'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

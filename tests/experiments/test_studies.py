@@ -2,8 +2,6 @@
 ablation, report, dashboards; reruns reuse the finished units; bad input stops before anything is written."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -14,16 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments.cli import main
+from tests.experiments.cli_runner import run_cli as _run
 
 FAST_PROBES = {"folds": 3, "max_epochs": 15, "n_resamples": 200, "grid": [[0.0, 0.0], [0.001, 0.001]]}
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _config(tiny_corpus: Path, root: Path, **overrides) -> dict:
