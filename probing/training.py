@@ -338,7 +338,7 @@ class ProbeBank(pl.LightningModule):
         """Called when some probes froze this epoch (others still train): nothing to do here."""
 
     def configure_optimizers(self):
-        return None  # the Adam update is written out in _adam_step (manual optimisation)
+        return None  # the Adam update is _adam_step's (manual optimisation)
 
 
 # A tier's fixed cost per step (its own two matmul calls and slicing, about 20 us) in units of the
