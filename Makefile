@@ -30,12 +30,18 @@ NEUROX := benchmarks/.neurox
 $(NEUROX): | $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps --target $(NEUROX) neurox==1.0.9 imbalanced-learn==0.14.2 sklearn-compat==0.1.6
 
-benchmark: $(STAMP) | $(NEUROX)
+# torch-cka, the reference for benchmarks/layer_similarity.py, the same way (pure Python, its imports are ours).
+TORCH_CKA := benchmarks/.torch_cka
+$(TORCH_CKA): | $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(TORCH_CKA) torch-cka==0.21
+
+benchmark: $(STAMP) | $(NEUROX) $(TORCH_CKA)
 	$(BIN)/python benchmarks/probe_training.py
+	$(BIN)/python benchmarks/layer_similarity.py
 	$(BIN)/python benchmarks/corpus_build.py
 	$(BIN)/python benchmarks/mfcc_baseline.py
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/whisper_fast_vs_faithful.py
 
 clean:
-	rm -rf $(VENV) data *.egg-info $(NEUROX)
+	rm -rf $(VENV) data *.egg-info $(NEUROX) $(TORCH_CKA)
