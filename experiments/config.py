@@ -51,6 +51,7 @@ class ProbeSettings(_Section):
     @field_validator("grid")
     @classmethod
     def _finite_grid(cls, grid):
+        # probing.sweep checks the same, but importing it (torch) just to read a config would slow every command
         if grid is not None:
             if not grid:
                 raise ValueError("grid needs at least one [l1, l2] pair")
