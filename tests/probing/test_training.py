@@ -24,6 +24,16 @@ def _bank(neurox_loss: bool, masked: bool, input_index) -> ProbeBank:
     return bank
 
 
+def _closed_form_matches_autograd(bank, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bank's closed-form gradients, checked against autograd on its training loss; returned for more checks."""
+    grad_weight, grad_bias = bank.gradients(X, y)
+    bank.zero_grad()
+    bank.training_loss(X, y).sum().backward()
+    torch.testing.assert_close(grad_weight, bank.weight.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_bias, bank.bias.grad, rtol=1e-5, atol=1e-6)
+    return grad_weight, grad_bias
+
+
 @pytest.mark.parametrize("neurox_loss", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("input_index", [[0, 0, 1, 1, 2, 2], [2, 0, 1, 0, 2, 1], [1, 1, 1]])
@@ -31,11 +41,7 @@ def test_closed_form_gradients_equal_autograd(neurox_loss, masked, input_index):
     bank = _bank(neurox_loss, masked, input_index)
     X = torch.randn(3, 11, 7, generator=torch.Generator().manual_seed(3))
     y = torch.tensor([0, 1, 2, 2, 1, 0, 0, 1, 2, 1, 0])
-    grad_weight, grad_bias = bank.gradients(X, y)
-    bank.zero_grad()
-    bank.training_loss(X, y).sum().backward()
-    torch.testing.assert_close(grad_weight, bank.weight.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(grad_bias, bank.bias.grad, rtol=1e-5, atol=1e-6)
+    grad_weight, grad_bias = _closed_form_matches_autograd(bank, X, y)
     if masked:
         assert torch.all(grad_weight[bank.mask.expand_as(grad_weight) == 0] == 0)
 
@@ -133,11 +139,7 @@ def test_ragged_closed_form_gradients_equal_autograd(monkeypatch, neurox_loss, d
     bank, masks = _ragged_bank(neurox_loss, drop)
     X = torch.randn(1, 11, 30, generator=torch.Generator().manual_seed(3))
     y = torch.tensor([0, 1, 2, 2, 1, 0, 0, 1, 2, 1, 0])
-    grad_weight, grad_bias = bank.gradients(X, y)
-    bank.zero_grad()
-    bank.training_loss(X, y).sum().backward()
-    torch.testing.assert_close(grad_weight, bank.weight.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(grad_bias, bank.bias.grad, rtol=1e-5, atol=1e-6)
+    grad_weight, grad_bias = _closed_form_matches_autograd(bank, X, y)
     assert torch.all(grad_weight[bank._mask_full == 0] == 0)
     # the probes in training, and their logits, are those of a masked ProbeBank with the same weights
     kept = bank._packed.numpy()
