@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import SweepSection
+from experiments.neuron_ablation import TOP_FRACTION, top_counts
 from experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
 
 PREDICTIONS, PROBES_DIR, CONTROL_PROBES_DIR = "predictions.csv", "probes", "control_probes"
-TOP_FRACTION = 0.05  # salient neurons: the top 5% of the all-layers ranking
 
 
 def baselines_of(section: SweepSection) -> dict[str, str]:
@@ -42,14 +42,10 @@ def _salient(layers: dict[str, np.ndarray], labels: np.ndarray, split: Any, l1: 
     X = np.hstack([layers[name] for name in names])
     probe = ElasticNetProbe(l1=l1, l2=l2, seed=seed, **params).fit(
         X[split.train], labels[split.train], X[split.validation], labels[split.validation])
-    ranking = rank_neurons(probe)
-    widths = np.array([layers[name].shape[1] for name in names])
-    layer_of = np.repeat(np.arange(len(names)), widths)
-    top_k = max(1, int(round(TOP_FRACTION * X.shape[1])))
-    counts = np.bincount(layer_of[ranking[:top_k]], minlength=len(names))
-    return {"top_fraction": TOP_FRACTION, "top_k": top_k, "l1": l1, "l2": l2,
-            "counts": {name: int(c) for name, c in zip(names, counts)},
-            "share_of_layer": {name: float(c / w) for name, c, w in zip(names, counts, widths)}}
+    widths = [layers[name].shape[1] for name in names]
+    top_k, counts = top_counts(names, widths, rank_neurons(probe))
+    return {"top_fraction": TOP_FRACTION, "top_k": top_k, "l1": l1, "l2": l2, "counts": counts,
+            "share_of_layer": {name: counts[name] / w for name, w in zip(names, widths)}}
 
 
 def sweep_unit(run: Run, encoder: str, task: str, role: str = "model") -> tuple[dict, Path]:

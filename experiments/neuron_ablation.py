@@ -48,18 +48,25 @@ def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, met
     }
 
 
+def top_counts(names: list[str], widths: Any, ranking: np.ndarray) -> tuple[int, dict[str, int]]:
+    """For a ranking over concatenated layers: k of the top 5%, and how many of them each layer holds."""
+    layer_of = np.repeat(np.arange(len(names)), np.asarray(widths))
+    top_k = max(1, int(round(TOP_FRACTION * len(layer_of))))
+    counts = np.bincount(layer_of[ranking[:top_k]], minlength=len(names))
+    return top_k, {name: int(n) for name, n in zip(names, counts)}
+
+
 def layer_locations(names: list[str], widths: list[int], ranking: np.ndarray) -> dict:
     """For a ranking over concatenated layers: each neuron's (layer, index) and the top 5% per layer."""
     widths_a = np.asarray(widths)
     starts = np.concatenate([[0], np.cumsum(widths_a)[:-1]])
     layer_of = np.repeat(np.arange(len(names)), widths_a)
-    top_k = max(1, int(round(TOP_FRACTION * int(widths_a.sum()))))
-    counts = np.bincount(layer_of[ranking[:top_k]], minlength=len(names))
+    top_k, counts = top_counts(names, widths_a, ranking)
     return {
         "layers": [{"name": n, "start": int(s), "dim": int(w)} for n, s, w in zip(names, starts, widths_a)],
         "layer_of_neuron": [[names[layer_of[i]], int(i - starts[layer_of[i]])] for i in ranking],
         "top_k": top_k,
-        "top_counts": {name: int(n) for name, n in zip(names, counts)},
+        "top_counts": counts,
     }
 
 
