@@ -30,6 +30,7 @@ __all__ = ["AblationSection", "AuditSection", "ProbeSettings", "RunConfig", "Swe
 LOGGER_NAMES = ("none", "csv", "wandb", "tensorboard")
 DEFAULT_TASKS = ("speaker", "gender", "dialect", "channel")
 RANKING_METHODS = ("weight", "neurox", "probeless")
+SIMILARITY_MEASURES = ("linear_cka", "rbf_cka", "svcca", "pwcca")
 
 
 class _Section(BaseModel):
@@ -68,6 +69,9 @@ class SweepSection(_Section):
     tasks: tuple[str, ...] = Field(DEFAULT_TASKS, min_length=1)
     baselines: Literal["auto", "none"] | dict[str, str] = Field(
         "auto", description="auto: the random-weights twin of every encoder that has one; none; or encoder: baseline")
+    similarity: Optional[Literal[SIMILARITY_MEASURES]] = Field(
+        None, description="also compare layers (linear_cka, rbf_cka, svcca, pwcca): within each encoder and "
+                          "against its baseline")
 
 
 class AuditSection(_Section):

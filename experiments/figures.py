@@ -430,6 +430,11 @@ def draw_similarity(similarity: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def similarity_figure_name(similarity: dict) -> str:
+    name = f"similarity_{safe_name(similarity['encoder_a'])}"
+    return name if similarity["within"] else f"{name}_vs_{safe_name(similarity['encoder_b'])}"
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -444,6 +449,8 @@ def planned_figures(results: dict) -> dict[str, Callable[[Path], Path]]:
             plan["selectivity"] = lambda p: draw_selectivity(sweep, p)
         if any(u.get("salient") for u in model_units(sweep)):
             plan["salient_layers"] = lambda p: draw_salient_layers(sweep, p)
+        for matrix in sweep.get("similarity") or []:
+            plan[similarity_figure_name(matrix)] = lambda p, m=matrix: draw_similarity(m, p)
     audit = results.get("audit")
     if audit:
         if audit.get("groups"):

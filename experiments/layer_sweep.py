@@ -111,8 +111,13 @@ def run_sweep(run: Run, section: SweepSection) -> dict:
             for task in section.tasks:
                 data, _ = sweep_unit(run, name, task, role)
                 results.append({**data, "baseline_of": encoder if role == "baseline" else None})
-    return {"encoders": list(section.encoders), "baselines": baselines, "tasks": list(section.tasks),
-            "results": results, "findings": findings(results, baselines)}
+    sweep = {"encoders": list(section.encoders), "baselines": baselines, "tasks": list(section.tasks),
+             "results": results, "findings": findings(results, baselines)}
+    if section.similarity:
+        from experiments.layer_similarity import run_similarity
+
+        sweep["similarity"] = run_similarity(run, section, baselines)
+    return sweep
 
 
 def findings(results: list[dict], baselines: dict[str, str]) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.cli import CommandError, add_corpus_source, column_map
-from experiments.config import RunConfig, load_config, parse_config
+from experiments.config import SIMILARITY_MEASURES, RunConfig, load_config, parse_config
 
 RESULTS, FIGURES_DIR, LOGS_DIR = "results.json", "figures", "logs"
 
@@ -165,7 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     data = _common(args, "sweep")
     data["sweep"] = {"encoders": args.encoders, "baselines": _baselines(args.baselines),
-                     **({"tasks": args.tasks} if args.tasks else {})}
+                     **({"tasks": args.tasks} if args.tasks else {}),
+                     **({"similarity": args.similarity} if args.similarity else {})}
     execute(parse_config(data, "speechprobe sweep"), quiet=args.quiet)
     return 0
 
@@ -219,6 +220,9 @@ def add_parsers(sub: Any) -> None:
     sweep.add_argument("--encoders", nargs="+", required=True, metavar="ENCODER")
     sweep.add_argument("--tasks", nargs="+", metavar="TASK", help="default: speaker gender dialect channel")
     sweep.add_argument("--baselines", metavar="auto|none|ENC=BASE,...", help="random-weights baselines (default auto)")
+    sweep.add_argument("--similarity", choices=SIMILARITY_MEASURES, metavar="MEASURE",
+                       help="also compare layers within each encoder and against its baseline "
+                            f"({', '.join(SIMILARITY_MEASURES)})")
     sweep.set_defaults(func=cmd_lazy("experiments.run_commands", "cmd_sweep"))
 
     audit = sub.add_parser("audit", help="bias audit of an attribute (gender by default) in one encoder",

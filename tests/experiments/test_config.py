@@ -36,6 +36,7 @@ def test_defaults_fill_in():
     ({"logger": ["none", "csv"]}, "none cannot be combined"),
     ({"audit": {"encoder": "ge2e", "layer": 3}}, "audit.layer: Input should be a valid string"),
     ({"sweep": None}, "no study"),
+    ({"sweep": {"encoders": ["ge2e"], "similarity": "cca"}}, "sweep.similarity: Input should be 'linear_cka'"),
 ])
 def test_bad_configs_name_the_key(change: dict, message: str):
     with pytest.raises(CommandError) as error:

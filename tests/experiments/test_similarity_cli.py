@@ -12,7 +12,7 @@ import pytest
 
 from experiments.cli import CommandError
 from tests.experiments.cli_runner import run_cli as _run
-from experiments.similarity_commands import aligned_layers
+from experiments.layer_similarity import aligned_layers
 
 
 @pytest.fixture(scope="module")

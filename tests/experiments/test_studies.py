@@ -21,7 +21,8 @@ def _config(tiny_corpus: Path, root: Path, **overrides) -> dict:
     config = {
         "name": "tiny-study", "corpus": str(tiny_corpus), "stores": str(root / "stores"), "out": str(root / "run"),
         "logger": ["csv", "wandb"], "probe": FAST_PROBES,
-        "sweep": {"encoders": ["ge2e"], "tasks": ["gender", "channel", "speaker"], "baselines": {"ge2e": "random:ge2e"}},
+        "sweep": {"encoders": ["ge2e"], "tasks": ["gender", "channel", "speaker"], "baselines": {"ge2e": "random:ge2e"},
+                  "similarity": "linear_cka"},
         "audit": {"encoder": "ge2e", "attribute": "gender", "tasks": ["speaker", "channel"]},
         "ablation": {"encoder": "ge2e", "task": "channel", "layer": "all"},
     }
@@ -78,6 +79,29 @@ def test_run_writes_results_report_figures_and_logs(study):
     assert len(pngs) >= 5 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert "report:" in out and str(run / "report.html") in out
     assert "sweep ge2e / gender" in err  # progress on stderr
+
+
+def test_similarity_section_compares_layers_within_and_against_the_twin(study):
+    from encoders.store import RepresentationStore
+    from probing.similarity import linear_cka
+
+    root, *_ = study
+    run = root / "run"
+    within, twin = json.loads((run / "results.json").read_text())["sweep"]["similarity"]
+    assert (within["within"], twin["within"]) == (True, False)
+    assert (twin["encoder_a"], twin["encoder_b"]) == ("ge2e", "random:ge2e")
+    store = RepresentationStore(root / "stores" / "ge2e")
+    matrix = np.array(within["matrix"])
+    assert np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
+    assert matrix[0, 3] == pytest.approx(linear_cka(np.asarray(store.layer("lstm1")), np.asarray(store.layer("embedding"))))
+    assert within["layers_a"] == ["lstm1", "lstm2", "lstm3", "embedding"]
+    for name in ("similarity_ge2e", "similarity_ge2e_vs_random-ge2e"):
+        assert (run / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    report = (run / "report.md").read_text()
+    section = report[report.index("### Layer similarity"):]
+    assert "Within ge2e (linear CKA" in section and "ge2e against random:ge2e, layer by layer" in section
+    lowest = min(range(4), key=lambda i: twin["matrix"][i][i])
+    assert f"least at {twin['layers_a'][lowest]} ({twin['matrix'][lowest][lowest]:.2f})" in section
 
 
 def test_pooled_accuracy_is_what_the_saved_predictions_say(study):
