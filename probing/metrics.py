@@ -12,6 +12,8 @@ too narrow. Resampling whole speakers (``groups=``) keeps that dependence.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Union
 
@@ -154,6 +156,19 @@ def _resample_counts(rng: np.random.Generator, n_resamples: int, n_units: int) -
     return np.bincount(draws.ravel(), minlength=n_resamples * n_units).reshape(n_resamples, n_units)
 
 
+@functools.lru_cache(maxsize=4)
+def _single_block_weights(seed: int, n_resamples: int, n_units: int) -> np.ndarray:
+    """The resample count matrix of a one-block bootstrap, as float64 weights, read-only.
+
+    Why cached: a sweep bootstraps accuracy and macro-F1 of every layer on the same test rows with the
+    same seed, so every call draws the same matrix; drawing it once saves about half of each call.
+    The cache holds at most 4 blocks of at most ``_BLOCK_CELLS`` cells (32 MB each at most).
+    """
+    weights = _resample_counts(np.random.default_rng(seed), n_resamples, n_units).astype(np.float64)
+    weights.flags.writeable = False
+    return weights
+
+
 def _unit_sums(
     kind: str, true: np.ndarray, pred: np.ndarray, unit: np.ndarray, n_units: int, n_classes: int
 ) -> tuple[np.ndarray, ...]:
@@ -268,11 +283,15 @@ def bootstrap_interval(
         value = accuracy(true, pred) if kind == "accuracy" else macro_f1(true, pred)
         classes, (true_code, pred_code) = _encode(true, pred)
         sums = _unit_sums(kind, true_code, pred_code, unit, n_units, len(classes))
-        parts = []
-        for first in range(0, n_resamples, block):
-            weights = _resample_counts(rng, min(block, n_resamples - first), n_units).astype(np.float64)
-            parts.append(_stat_from_sums(kind, *(weights @ s for s in sums)))
-        stats = np.concatenate(parts)
+        if n_resamples <= block and isinstance(seed, (int, np.integer)):  # the draws below, reused across calls
+            weights = _single_block_weights(int(seed), n_resamples, n_units)
+            stats = _stat_from_sums(kind, *(weights @ s for s in sums))
+        else:
+            parts = []
+            for first in range(0, n_resamples, block):
+                weights = _resample_counts(rng, min(block, n_resamples - first), n_units).astype(np.float64)
+                parts.append(_stat_from_sums(kind, *(weights @ s for s in sums)))
+            stats = np.concatenate(parts)
 
     if not np.all(np.isfinite(stats)):
         raise ValueError("metric returned NaN or Inf on a bootstrap resample")
