@@ -68,6 +68,10 @@ class SweepSection(_Section):
     tasks: tuple[str, ...] = Field(DEFAULT_TASKS, min_length=1)
     baselines: Literal["auto", "none"] | dict[str, str] = Field(
         "auto", description="auto: the random-weights twin of every encoder that has one; none; or encoder: baseline")
+    gradnap: bool = Field(
+        False, description="also compute GradNAPs (gradient-adjusted neuron activation profiles) per model encoder x "
+                           "task: one profile per label value, distances, clustering and a permutation test per "
+                           "layer, reusing the sweep's probes (see `speechprobe gradnap`)")
 
 
 class AuditSection(_Section):

@@ -444,6 +444,9 @@ def planned_figures(results: dict) -> dict[str, Callable[[Path], Path]]:
             plan["selectivity"] = lambda p: draw_selectivity(sweep, p)
         if any(u.get("salient") for u in model_units(sweep)):
             plan["salient_layers"] = lambda p: draw_salient_layers(sweep, p)
+        for unit in sweep.get("gradnap") or []:
+            if unit.get("layers"):
+                plan[gradnap_figure_name(unit)] = lambda p, u=unit: draw_gradnap(u, p)
     audit = results.get("audit")
     if audit:
         if audit.get("groups"):
@@ -479,6 +482,10 @@ def make_figures(results: dict, folder: Path) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------------------------------
 # GradNAPs (`speechprobe gradnap` and the sweep's optional gradnap units)
+
+
+def gradnap_figure_name(unit: dict) -> str:
+    return f"gradnap_{safe_name(unit['encoder'])}_{safe_name(unit['task'])}"
 
 
 def gradnap_focus(result: dict) -> Optional[dict]:

@@ -198,7 +198,8 @@ def separation_test(R: Any, groups: Any, *, blocks: Any = None, n_permutations: 
 
     ``blocks`` (e.g. speakers): inputs that are not exchangeable with each other. When every block lies in
     one group (dialect, gender), whole blocks are shuffled between groups; otherwise labels are shuffled
-    within each block (channel). ``separates`` only when the permutation p-value is at most ``alpha``.
+    within each block (channel); when there are no more blocks than groups (speakers grouped by speaker), single
+    inputs are shuffled. ``separates`` only when the permutation p-value is at most ``alpha``.
     ``excess`` = separation - null mean is the chance-corrected score that compares layers.
     """
     R = np.asarray(R, dtype=np.float64)
@@ -208,6 +209,8 @@ def separation_test(R: Any, groups: Any, *, blocks: Any = None, n_permutations: 
     blocks = None if blocks is None else np.asarray(blocks).astype(str)
     if blocks is not None and blocks.shape != codes.shape:
         raise ValueError(f"blocks has shape {blocks.shape}; need one block per input ({codes.size})")
+    if blocks is not None and np.unique(blocks).size <= names.size:
+        blocks = None  # one block per group (speaker groups by speaker): only inputs can be shuffled
     mean, spread, varies = _spread(R)
     observed = float(_eta_squared(R, codes, names.size, mean, spread, varies)[0])
     rng = np.random.default_rng(seed)

@@ -63,3 +63,27 @@ def test_bad_input_is_one_line_exit_2(gradnap, tiny_corpus: Path, tmp_path: Path
                          "--out", str(tmp_path / "bad"), *change, "--quiet"])
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_sweep_with_gradnap_draws_the_figure_and_writes_the_subsection(gradnap, tiny_corpus: Path):
+    import yaml
+
+    root, _ = gradnap
+    config = {"name": "gradnap-sweep", "corpus": str(tiny_corpus), "stores": str(root / "stores"),
+              "out": str(root / "run"), "logger": ["none"],
+              "probe": {"folds": 3, "max_epochs": 5, "n_resamples": 100, "grid": [[0.001, 0.001]], "control": False},
+              "sweep": {"encoders": [ENCODER], "tasks": ["gender"], "baselines": "none", "gradnap": True}}
+    (root / "sweep.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = _run(["run", str(root / "sweep.yaml"), "--quiet"])
+    assert code == 0, err
+    run = root / "run"
+    results = json.loads((run / "results.json").read_text())
+    (unit,) = results["sweep"]["gradnap"]
+    sweep_unit = results["sweep"]["results"][0]
+    assert [l["layer"] for l in unit["layers"]] == [l["layer"] for l in sweep_unit["layers"]]
+    assert all(l["groups"] == ["female", "male"] and (l["l1"], l["l2"]) == (0.001, 0.001) for l in unit["layers"])
+    assert (run / "units" / "gradnap" / "random-wav2vec2-tiny@0" / "gender" / "profiles.npz").is_file()
+    assert (run / "figures" / "gradnap_random-wav2vec2-tiny-0_gender.png").is_file()
+    report = (run / "report.md").read_text()
+    assert "### GradNAPs" in report and f"**{ENCODER} / gender** (2 gender groups" in report
+    assert "gradnap_random-wav2vec2-tiny-0_gender.png" in report

@@ -96,6 +96,8 @@ def test_the_permutation_null_claims_nothing_on_label_independent_data():
     first = separation_test(R, channel, blocks=speakers, n_permutations=30, seed=7)
     assert first == separation_test(R, channel, blocks=speakers, n_permutations=30, seed=7)
     assert not first["separates"]
+    # groups that are the blocks themselves (speaker profiles) cannot shuffle blocks: inputs are shuffled
+    assert separation_test(R, speakers, blocks=speakers, n_permutations=30)["permuted"] == "inputs"
 
 
 def test_crossfitted_relevance_covers_every_test_row_with_a_probe_that_never_saw_it():
