@@ -525,11 +525,12 @@ def draw_gradnap(result: dict, path: Path, title: Optional[str] = None) -> Path:
             (ax.set_xlabel if n_groups > 6 else ax.set_ylabel)("euclidean distance", fontsize=8)
     ax = fig.add_subplot(grid[1, :])
     order = [focus["groups"].index(g) for g in focus["leaves"]]
+    if n_groups > 6:  # the dendrograms list their leaves bottom-up: top-down rows match them
+        order = order[::-1]
     values = np.asarray(focus["top_profiles"], dtype=float)[order]
     limit = float(np.abs(values).max()) or 1.0
     image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit)
-    ax.set_yticks(range(len(order)), [f"{focus['leaves'][i]} ({focus['sizes'][order[i]]})" for i in range(len(order))],
-                  fontsize=8)
+    ax.set_yticks(range(len(order)), [f"{focus['groups'][k]} ({focus['sizes'][k]})" for k in order], fontsize=8)
     ax.set_xticks(range(len(focus["top_neurons"])), [str(j) for j in focus["top_neurons"]], fontsize=7, rotation=90)
     ax.set_xlabel(f"neuron of {focus['layer']} (the {len(focus['top_neurons'])} with the largest |profile|)")
     fig.colorbar(image, ax=ax, label="GradNAP (spread units)")
