@@ -517,8 +517,9 @@ def draw_gradnap(result: dict, path: Path, title: Optional[str] = None) -> Path:
                    orientation="right" if n_groups > 6 else "top", color_threshold=0, above_threshold_color=GREY,
                    leaf_font_size=7 if n_groups > 6 else 8)
         mark = "separates" if layer["separates"] else "n.s."
-        ax.set_title(f"{layer['layer']}\nsep {_num(layer['separation']):.3f} vs {_num(layer['null_mean']):.3f}, "
-                     f"p {_num(layer['p_value']):.3f} ({mark})", fontsize=8,
+        accuracy = f"probe acc {100 * _num(layer['probe_accuracy']):.0f}%, " if layer.get("probe_accuracy") is not None else ""
+        ax.set_title(f"{layer['layer']}\n{accuracy}p {_num(layer['p_value']):.3f} ({mark})\n"
+                     f"separation {_num(layer['separation']):.3f} vs {_num(layer['null_mean']):.3f}", fontsize=8,
                      color=RED if layer["layer"] == focus["layer"] and layer["separates"] else "black")
         ax.tick_params(axis="x" if n_groups <= 6 else "y", labelrotation=90 if n_groups <= 6 else 0)
         if k == 0:

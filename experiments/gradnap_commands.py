@@ -44,12 +44,12 @@ def gradnap_layers(layers: Mapping[str, Any], labels: Any, groups: Any, splits: 
         l1, l2 = settings[name]
         tell(f"gradnap layer {position}/{len(layers)} {name}: {len(splits)} probe{'s' if len(splits) > 1 else ''}, "
              "profiles, permutation test")
-        rows, R = crossfitted_relevance(np.asarray(X), labels, splits, l1=l1, l2=l2, probe_params=probe_params,
-                                        seed=seed, probes=(probes or {}).get(name))
+        rows, R, predicted = crossfitted_relevance(np.asarray(X), labels, splits, l1=l1, l2=l2, seed=seed,
+                                                   probe_params=probe_params, probes=(probes or {}).get(name))
         result = analyse_layer(R, groups[rows], blocks=None if blocks is None else blocks[rows], seed=seed,
                                n_permutations=n_permutations or N_PERMUTATIONS)
         out.append({"layer": name, "l1": l1, "l2": l2, "n_neurons": int(R.shape[1]), "n_utterances": int(rows.size),
-                    **result.as_dict()})
+                    "probe_accuracy": float(np.mean(predicted == np.asarray(labels)[rows])), **result.as_dict()})
         profiles[name] = result.profiles
     separating = [layer for layer in out if layer["separates"]]
     best = max(separating, key=lambda layer: layer["excess"])["layer"] if separating else None
@@ -135,7 +135,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
     write_directory(out, fill)
     for layer in results["layers"]:
         left, right = layer["root_split"]
-        print(f"{layer['layer']:<12} separation {layer['separation']:.3f} (null {layer['null_mean']:.3f}, "
+        print(f"{layer['layer']:<12} probe accuracy {layer['probe_accuracy']:.3f}, separation {layer['separation']:.3f} (null {layer['null_mean']:.3f}, "
               f"p {layer['p_value']:.3f}{', separates' if layer['separates'] else ''}); "
               f"root split {{{', '.join(left)}}} | {{{', '.join(right)}}}")
     best = results["most_separating"]

@@ -388,7 +388,7 @@ def gradnap_sentence(unit: dict) -> str:
                        f"{low['layer']}; separation {num(low['separation'], 3)} vs {num(low['null_mean'], 3)} shuffled).")
     others = [l["layer"] for l in layers if l["separates"] and l is not best]
     left, right = best["root_split"]
-    return head + (f"{best['layer']} separates them most: the groups explain {pct(best['separation'])} of its "
+    return head + (f"{best['layer']} separates them most (its probes: {pct(best.get('probe_accuracy'))} accuracy): the groups explain {pct(best['separation'])} of its "
                    f"relevance variance against {pct(best['null_mean'])} with shuffled groups (p = "
                    f"{num(best['p_value'], 3)})" + (f"; also above chance: {_join(others)}" if others else "")
                    + (f". In {best['layer']} the dendrogram's first split is {_set(left)} vs {_set(right)}, and "
@@ -397,8 +397,8 @@ def gradnap_sentence(unit: dict) -> str:
 
 
 def gradnap_table(unit: dict) -> str:
-    return md_table(["layer", "separation", "shuffled", "p", "separates", "first split", "closest pair"],
-                    [[l["layer"], num(l["separation"], 3), num(l["null_mean"], 3), num(l["p_value"], 3),
+    return md_table(["layer", "probe accuracy", "separation", "shuffled", "p", "separates", "first split", "closest pair"],
+                    [[l["layer"], pct(l.get("probe_accuracy")), num(l["separation"], 3), num(l["null_mean"], 3), num(l["p_value"], 3),
                       "yes" if l["separates"] else "no", f"{_set(l['root_split'][0])} vs {_set(l['root_split'][1])}" if len(l["groups"]) > 2 else "–",
                       " & ".join(l["closest_pair"]) if len(l["groups"]) > 2 else "–"] for l in unit.get("layers") or []])
 

@@ -70,8 +70,9 @@ def probe_relevance(probe: Any, X: Any, target: Any = None) -> np.ndarray:
 
 
 def crossfitted_relevance(X: Any, labels: Any, splits: Any, *, l1: float, l2: float, probe_params: Optional[dict] = None,
-                          seed: int = 0, probes: Optional[dict] = None) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, relevance of those rows): every split's test rows under a probe fitted on that split's train rows.
+                          seed: int = 0, probes: Optional[dict] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, relevance of those rows, the probes' predictions for them): every split's test rows under a probe
+    fitted on that split's train rows.
 
     Each split trains one :class:`probing.probe.ElasticNetProbe` at (l1, l2) with early stopping on its
     validation rows, unless ``probes`` holds one for that split's position already. A row tested by several
@@ -82,17 +83,17 @@ def crossfitted_relevance(X: Any, labels: Any, splits: Any, *, l1: float, l2: fl
     X = np.asarray(X)
     labels = np.asarray(labels)
     probes = probes or {}
-    R = {}
+    R, predicted = {}, {}
     for k, split in enumerate(splits):
         train, val, test = (np.asarray(getattr(split, part)) for part in ("train", "validation", "test"))
         probe = probes.get(k)
         if probe is None:
             probe = ElasticNetProbe(l1=l1, l2=l2, seed=seed, **(probe_params or {})).fit(
                 X[train], labels[train], X[val], labels[val])
-        for row, value in zip(test, probe_relevance(probe, X[test])):
-            R[int(row)] = value
+        for row, value, label in zip(test, probe_relevance(probe, X[test]), probe.predict(X[test])):
+            R[int(row)], predicted[int(row)] = value, label
     rows = np.array(sorted(R), dtype=np.intp)
-    return rows, np.stack([R[int(r)] for r in rows])
+    return rows, np.stack([R[int(r)] for r in rows]), np.array([predicted[int(r)] for r in rows])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def test_writes_json_profiles_and_figure(gradnap):
         assert P.shape == (len(layer["groups"]), layer["n_neurons"]) and np.all(np.isfinite(P))
         assert layer["n_utterances"] == result["n_utterances"]  # the folds' test parts cover every utterance
         np.testing.assert_allclose(np.asarray(layer["sizes"]) @ P, 0.0, atol=1e-8)
-        assert layer["permuted"] == "blocks" and 0 < layer["p_value"] <= 1
+        assert layer["permuted"] == "blocks" and 0 < layer["p_value"] <= 1 and 0 <= layer["probe_accuracy"] <= 1
         assert sorted(layer["leaves"]) == layer["groups"] == sorted(set(layer["groups"]))
     assert "most separating layer" in stdout or "no layer separates" in stdout
 
@@ -85,5 +85,5 @@ def test_the_sweep_with_gradnap_draws_the_figure_and_writes_the_subsection(gradn
     assert (run / "units" / "gradnap" / "random-wav2vec2-tiny@0" / "gender" / "profiles.npz").is_file()
     assert (run / "figures" / "gradnap_random-wav2vec2-tiny-0_gender.png").is_file()
     report = (run / "report.md").read_text()
-    assert "### GradNAPs" in report and f"**{ENCODER} / gender** (2 gender groups" in report
+    assert "### GradNAPs" in report and "| probe accuracy |" in report and f"**{ENCODER} / gender** (2 gender groups" in report
     assert "gradnap_random-wav2vec2-tiny-0_gender.png" in report
