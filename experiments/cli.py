@@ -327,10 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     neurons.set_defaults(func=cmd_neurons)
 
     from experiments.run_commands import add_parsers
+    from experiments.gradnap_commands import add_parser as add_gradnap
     from experiments.similarity_commands import add_parser as add_similarity
 
     add_parsers(sub)
     add_similarity(sub)
+    add_gradnap(sub)
     return parser
 
 

@@ -72,6 +72,10 @@ class SweepSection(_Section):
     similarity: Optional[Literal[SIMILARITY_MEASURES]] = Field(
         None, description="also compare layers (linear_cka, rbf_cka, svcca, pwcca): within each encoder and "
                           "against its baseline")
+    gradnap: bool = Field(
+        False, description="also compute GradNAPs (gradient-adjusted neuron activation profiles) per model encoder x "
+                           "task: one profile per label value, distances, clustering and a permutation test per "
+                           "layer, reusing the sweep's probes (see `speechprobe gradnap`)")
 
 
 class AuditSection(_Section):

@@ -60,3 +60,11 @@ def test_yaml_errors_name_the_file_and_line(tmp_path: Path):
         load_config(bad)
     with pytest.raises(CommandError, match="cannot read the config"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_the_sweep_gradnap_key_is_off_by_default_and_strict():
+    assert parse_config(MINIMAL).sweep.gradnap is False
+    on = parse_config({**MINIMAL, "sweep": {"encoders": ["ge2e"], "gradnap": True}})
+    assert on.sweep.gradnap is True and on.as_plain()["sweep"]["gradnap"] is True
+    with pytest.raises(CommandError, match="sweep.gradnap"):
+        parse_config({**MINIMAL, "sweep": {"encoders": ["ge2e"], "gradnap": "yes"}})

@@ -266,7 +266,7 @@ def test_help_does_not_import_torch() -> None:
     import sys
 
     code = ("import sys\nfrom experiments.cli import main\n"
-            "for cmd in ('probe', 'neurons', 'similarity', 'sweep', 'run'):\n"
+            "for cmd in ('probe', 'neurons', 'similarity', 'gradnap', 'sweep', 'run'):\n"
             "    try:\n        main([cmd, '--help'])\n    except SystemExit as e:\n        assert e.code == 0\n"
             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import on --help'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -1,0 +1,173 @@
+"""`speechprobe gradnap`: gradient-adjusted neuron activation profiles (GradNAPs) of groups of utterances.
+
+For every layer: a probe for the task is trained on each cross-validation split (early stopping on its
+validation part), and every utterance's relevance (activation x gradient of the log-probability of the
+probe's prediction, :mod:`probing.gradnap`) is taken under the probe that never saw it (nor, for
+speaker-disjoint tasks, its speaker). Profiles per group (a label column: the task's own by default),
+their distances, average-linkage clustering, and a permutation test of how well the layer separates the
+groups (whole speakers shuffled when a group holds whole speakers). Writes DIR/gradnap.json,
+DIR/profiles.npz (every layer's full profile matrix) and DIR/gradnap.png.
+
+The store is the one `speechprobe sweep` would use: ``<stores>/<encoder>``, extracted once and reused.
+:func:`gradnap_layers` is shared with the sweep's optional GradNAP units. Imported lazily by
+:mod:`experiments.cli`; numpy and torch load only when the command runs.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from experiments.cli import CommandError, cmd_lazy, write_directory
+
+RESULTS, PROFILES, FIGURE = "gradnap.json", "profiles.npz", "gradnap.png"
+DEFAULT_L1, DEFAULT_L2 = 1e-3, 1e-3
+
+
+def gradnap_layers(layers: Mapping[str, Any], labels: Any, groups: Any, splits: list, *, blocks: Any = None,
+                   settings: Mapping[str, tuple[float, float]], probe_params: Optional[dict] = None, seed: int = 0,
+                   probes: Optional[Mapping[str, dict]] = None, n_permutations: Optional[int] = None,
+                   tell: Callable[[str], None] = lambda message: None) -> tuple[dict, dict]:
+    """Per layer: cross-fitted relevance, profiles, clustering and the separation test.
+
+    Returns (results: plain values, profiles: layer -> full (groups, neurons) matrix). ``settings``: layer ->
+    (l1, l2); ``probes``: layer -> {split position: a fitted probe to reuse} (the sweep's first fold).
+    """
+    import numpy as np
+
+    from probing.gradnap import N_PERMUTATIONS, analyse_layer, crossfitted_relevance
+
+    groups = np.asarray(groups).astype(str)
+    blocks = None if blocks is None else np.asarray(blocks).astype(str)
+    out, profiles = [], {}
+    for position, (name, X) in enumerate(layers.items(), 1):
+        l1, l2 = settings[name]
+        tell(f"gradnap layer {position}/{len(layers)} {name}: {len(splits)} probe{'s' if len(splits) > 1 else ''}, "
+             "profiles, permutation test")
+        rows, R, predicted = crossfitted_relevance(np.asarray(X), labels, splits, l1=l1, l2=l2, seed=seed,
+                                                   probe_params=probe_params, probes=(probes or {}).get(name))
+        result = analyse_layer(R, groups[rows], blocks=None if blocks is None else blocks[rows], seed=seed,
+                               n_permutations=n_permutations or N_PERMUTATIONS)
+        out.append({"layer": name, "l1": l1, "l2": l2, "n_neurons": int(R.shape[1]), "n_utterances": int(rows.size),
+                    "probe_accuracy": float(np.mean(predicted == np.asarray(labels)[rows])), **result.as_dict()})
+        profiles[name] = result.profiles
+    separating = [layer for layer in out if layer["separates"]]
+    best = max(separating, key=lambda layer: layer["excess"])["layer"] if separating else None
+    return {"layers": out, "most_separating": best}, profiles
+
+
+def resolve_groups(index: Any, column: str, source: str) -> Any:
+    if column not in index.columns:
+        choices = ", ".join(c for c in index.columns if c not in ("utt_id", "file_name", "text", "duration",
+                                                                     "channel_params", "row"))
+        raise CommandError(f"{source}: no label column {column!r} for --groups; its columns: {choices}")
+    values = index[column]
+    if values.isna().any():
+        raise CommandError(f"{source}: column {column!r} has {int(values.isna().sum())} missing values; "
+                           "GradNAP groups need a value for every utterance")
+    if values.astype(str).nunique() < 2:
+        raise CommandError(f"{source}: column {column!r} has a single value; GradNAPs compare at least 2 groups")
+    return values.astype(str).to_numpy()
+
+
+def cmd_gradnap(args: argparse.Namespace) -> int:
+    import time
+
+    from experiments.cli import _load
+    from experiments.figures import draw_gradnap
+    from experiments.probe_commands import (check_out, library_call, parse_probe_params, parse_strength, progress,
+                                            resolve_layers, write_json)
+    from experiments.runner import store_dir_name
+
+    started = time.perf_counter()
+    l1 = parse_strength("--l1", args.l1)
+    l2 = parse_strength("--l2", args.l2)
+    probe_params = parse_probe_params(args)
+    if args.folds < 3:
+        raise CommandError(f"--folds {args.folds} must be at least 3 (train, validation and test parts)")
+    if args.permutations < 99:
+        raise CommandError(f"--permutations {args.permutations} must be at least 99 (a p-value of 0.01 needs 99)")
+    out = check_out(args.out)
+    tell = progress(args) or (lambda message: None)
+
+    from encoders.extraction import extract
+    from encoders.registry import check_name, create_encoder
+    from encoders.store import RepresentationStore
+    from tasks.splits import cross_validation_splits
+    from tasks.tasks import get_task, task_labels
+
+    check_name(args.encoder)
+    corpus = _load(args, args.corpus)
+    task = get_task(args.task, corpus.metadata)
+    task_labels(corpus.metadata, task)
+    column = args.groups or task.label_column
+    resolve_groups(corpus.metadata, column, args.corpus)  # checked before the (long) extraction
+    path = Path(args.stores) / store_dir_name(args.encoder)
+    if not (path / "manifest.json").is_file():
+        tell(f"extracting {args.encoder} over {len(corpus)} utterances into {path}")
+    extract(corpus, create_encoder(args.encoder), path, progress=not args.quiet)
+    store = RepresentationStore(path)
+    index = store.index
+    names = resolve_layers(store, args.layers)
+    labels = task_labels(index, task)
+    groups = resolve_groups(index, column, str(store.path))
+    splits = cross_validation_splits(index, task, folds=args.folds, seed=args.seed)
+    blocks = index["speaker"].astype(str).to_numpy() if "speaker" in index.columns else None
+    layers = {name: store.layer(name) for name in names}
+    tell(f"gradnap {args.encoder} / {task.name}, groups: {column} ({len(set(groups))}), {len(names)} layers, "
+         f"{len(splits)} folds, {len(labels)} utterances")
+    results, profiles = library_call("gradnap", lambda: gradnap_layers(
+        layers, labels, groups, splits, blocks=blocks, settings={name: (l1, l2) for name in names},
+        probe_params=probe_params, seed=args.seed, n_permutations=args.permutations, tell=tell))
+    results = {"encoder": args.encoder, "task": task.name, "groups_column": column, "store": str(store.path),
+               "corpus": args.corpus, "folds": args.folds, "seed": args.seed, "n_utterances": int(len(labels)),
+               "relevance": "activation x d log p(predicted class) / d activation, cross-fitted over the folds",
+               **results}
+
+    def fill(tmp: Path) -> None:
+        import numpy as np
+
+        write_json(tmp / RESULTS, results)
+        np.savez_compressed(tmp / PROFILES, **{f"layer{i}": profiles[n] for i, n in enumerate(names)},
+                            layers=np.array(names), groups=np.array(results["layers"][0]["groups"]))
+        draw_gradnap(results, tmp / FIGURE)
+
+    write_directory(out, fill)
+    for layer in results["layers"]:
+        left, right = layer["root_split"]
+        print(f"{layer['layer']:<12} probe accuracy {layer['probe_accuracy']:.3f}, separation {layer['separation']:.3f} (null {layer['null_mean']:.3f}, "
+              f"p {layer['p_value']:.3f}{', separates' if layer['separates'] else ''}); "
+              f"root split {{{', '.join(left)}}} | {{{', '.join(right)}}}")
+    best = results["most_separating"]
+    print(f"most separating layer: {best}" if best else "no layer separates the groups above chance")
+    print(f"wrote {out / RESULTS}, {out / PROFILES} and {out / FIGURE} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    from experiments.cli import add_corpus_source
+
+    parser = sub.add_parser(
+        "gradnap", help="gradient-adjusted neuron activation profiles of groups (dialects, genders, ...) per layer",
+        description="Per layer: probes for TASK cross-fitted over speaker folds, each utterance's neuron relevance "
+                    "(activation x gradient of the probe's predicted log-probability), one profile per group of "
+                    "--groups (default: the task's labels), distances, average-linkage clustering and a "
+                    "permutation test of whether the layer separates the groups. Writes DIR/gradnap.json, "
+                    "DIR/profiles.npz and DIR/gradnap.png.")
+    parser.add_argument("--corpus", required=True, metavar="SOURCE", help="corpus folder, CSV or HF dataset")
+    parser.add_argument("--encoder", required=True, help="a name from `speechprobe encoders`, hf:PATH or random:ARCH")
+    parser.add_argument("--task", required=True, help="speaker, gender, dialect, channel or a label column")
+    parser.add_argument("--groups", metavar="COLUMN", help="label column whose values are the groups (default: the task's)")
+    parser.add_argument("--layers", nargs="+", metavar="LAYER", help="layer names or positions (default: all)")
+    parser.add_argument("--stores", default="data/stores", metavar="DIR",
+                        help="representation stores, one per encoder, extracted once (default data/stores)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the results")
+    parser.add_argument("--l1", default=str(DEFAULT_L1), metavar="X", help=f"L1 strength of the probes (default {DEFAULT_L1:g})")
+    parser.add_argument("--l2", default=str(DEFAULT_L2), metavar="Y", help=f"L2 strength of the probes (default {DEFAULT_L2:g})")
+    parser.add_argument("--folds", type=int, default=5, help="cross-fitting folds (default 5)")
+    parser.add_argument("--permutations", type=int, default=200, help="permutations of the separation test (default 200)")
+    parser.add_argument("--max-epochs", metavar="N", help="training epochs per probe at most (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="splits, probes and permutations (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_corpus_source(parser)
+    parser.set_defaults(func=cmd_lazy("experiments.gradnap_commands", "cmd_gradnap"))
