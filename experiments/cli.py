@@ -354,4 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m experiments.cli` runs this file as __main__, a second copy of the module: the commands
+    # raise experiments.cli.CommandError, which only the imported module's main() catches as a user error.
+    from experiments.cli import main as imported_main
+
+    sys.exit(imported_main())

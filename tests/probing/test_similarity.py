@@ -4,7 +4,6 @@ bad input, and linear CKA at corpus scale."""
 from __future__ import annotations
 
 import itertools
-import time
 import tracemalloc
 
 import numpy as np
@@ -121,13 +120,11 @@ def test_linear_cka_scales_to_200k_rows_without_n_by_n() -> None:
     X = rng.standard_normal((n, 64)) + 5.0
     Y = X[:, :32] @ rng.standard_normal((32, 64)) + 3.0 * rng.standard_normal((n, 64))
     tracemalloc.start()
-    start = time.perf_counter()
     value = linear_cka(X, Y)
-    elapsed = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < 1.5 * (X.nbytes + Y.nbytes)  # centred copies; an N x N matrix would be 320 GB
-    assert elapsed < 5.0
+    # centred copies at most; an N x N matrix would be 320 GB (speed: benchmarks/layer_similarity.py)
+    assert peak < 1.5 * (X.nbytes + Y.nbytes)
     # reference: cross-covariances accumulated over 10 chunks of rows, then centred algebraically
     sxy, sxx, syy = np.zeros((64, 64)), np.zeros((64, 64)), np.zeros((64, 64))
     for rows in np.array_split(np.arange(n), 10):
