@@ -327,10 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     neurons.set_defaults(func=cmd_neurons)
 
     from experiments.run_commands import add_parsers
+    from experiments.attribution_commands import add_parser as add_attribution
     from experiments.similarity_commands import add_parser as add_similarity
 
     add_parsers(sub)
     add_similarity(sub)
+    add_attribution(sub)
     return parser
 
 
