@@ -206,9 +206,12 @@ def summarise(values: np.ndarray, real_frames: int, feature_kind: str, sample_ra
 
 def run_attribution(encoder: SpeechEncoder, layer: int, probe: Any, pooling: str, wave: np.ndarray,
                     target: int | None = None, settings: AttributionSettings = AttributionSettings(),
-                    tell: Callable[[str], None] | None = None) -> Attribution:
+                    tell: Callable[[str], None] | None = None, skip_unsupported: bool = False) -> Attribution:
     """All of `settings.methods` on one utterance (`wave` at the encoder's rate) for class index `target`
-    (default: the predicted class), and the model randomisation check for each."""
+    (default: the predicted class), and the model randomisation check for each.
+
+    A method the model does not permit (LRP through an LSTM) raises :class:`AttributionError`, or with
+    `skip_unsupported` is left out of the maps and its summary holds the message under "error"."""
     waves = torch.from_numpy(np.asarray(wave, dtype=np.float32))[None]
     lengths = torch.tensor([waves.shape[1]])
     with torch.no_grad():
@@ -225,7 +228,13 @@ def run_attribution(encoder: SpeechEncoder, layer: int, probe: Any, pooling: str
     for method in settings.methods:
         if tell:
             tell(f"attribution: {method}")
-        maps[method], delta = attribute(model, features, target, method, settings, real_frames)
+        try:
+            maps[method], delta = attribute(model, features, target, method, settings, real_frames)
+        except AttributionError as error:
+            if not skip_unsupported:
+                raise
+            summaries[method] = {"error": str(error)}
+            continue
         random_maps[method], _ = attribute(randomised, features, target, method, settings, real_frames)
         summary = summarise(maps[method], real_frames, encoder.feature_kind, encoder.sample_rate, encoder.feature_hop)
         summary["randomisation_spearman"] = spearman(np.abs(maps[method]), np.abs(random_maps[method]))

@@ -444,6 +444,11 @@ def planned_figures(results: dict) -> dict[str, Callable[[Path], Path]]:
             plan["selectivity"] = lambda p: draw_selectivity(sweep, p)
         if any(u.get("salient") for u in model_units(sweep)):
             plan["salient_layers"] = lambda p: draw_salient_layers(sweep, p)
+        for entry in sweep.get("attribution") or []:  # drawn by the input-attribution block at the end
+            if entry.get("utterances") and entry.get("folder"):
+                record = entry["utterances"][0]
+                plan[attribution_figure_name(entry)] = (
+                    lambda p, r=record, f=Path(entry["folder"]) / record["maps_file"]: draw_attribution_file(r, f, p))
     audit = results.get("audit")
     if audit:
         if audit.get("groups"):
@@ -547,3 +552,8 @@ def draw_attribution_file(info: dict, maps_file: Path, path: Path) -> Path:
     with np.load(maps_file) as data:
         maps = {m: data[f"map_{m}"] for m in info["methods"] if f"map_{m}" in data}
         return draw_attribution(info, data["features"], maps, path)
+
+
+def attribution_figure_name(entry: dict) -> str:
+    """The figure name of a sweep attribution unit's first utterance (`attribution_ge2e_gender`)."""
+    return f"attribution_{safe_name(entry['encoder'])}_{safe_name(entry['task'])}"
