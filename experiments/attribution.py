@@ -113,7 +113,7 @@ def baseline_for(encoder: SpeechEncoder, features: Tensor, real_frames: int | No
 @dataclass(frozen=True)
 class AttributionSettings:
     methods: tuple[str, ...] = DEFAULT_METHODS
-    ig_steps: int = 32
+    ig_steps: int = 128
     shap_samples: int = 16
     internal_batch: int = 16
     seed: int = 0

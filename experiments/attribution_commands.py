@@ -202,7 +202,8 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--target", metavar="CLASS", help="the class attributed (default: the predicted one)")
     parser.add_argument("--methods", nargs="+", choices=METHOD_CHOICES, metavar="METHOD",
                         help=f"any of {', '.join(METHOD_CHOICES)} (default: all but lrp)")
-    parser.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients steps (default 32)")
+    parser.add_argument("--ig-steps", type=int, default=128,
+                        help="integrated-gradients steps (default 128; raise it if the completeness delta is large)")
     parser.add_argument("--shap-samples", type=int, default=16, help="GradientSHAP samples (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="GradientSHAP noise and the randomised probe")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the results")

@@ -70,7 +70,7 @@ class AttributionSection(_Section):
     utterances: int = Field(1, ge=1, le=50, description="utterances per encoder x task, one per class in turn")
     methods: tuple[Literal["saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "lrp"], ...] = Field(
         ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap"), min_length=1)
-    ig_steps: int = Field(16, ge=2, description="integrated-gradients steps")
+    ig_steps: int = Field(128, ge=2, description="integrated-gradients steps")
     shap_samples: int = Field(8, ge=1, description="GradientSHAP samples")
 
 
