@@ -193,10 +193,11 @@ def test_ablation_by_flags_on_one_layer_reuses_the_stores(study, tiny_corpus: Pa
     assert not (out / "logs").exists() and "ablation: gender in ge2e (layer lstm3)" in stdout
 
 
-def test_sweep_with_input_attribution(tiny_corpus: Path, tmp_path: Path):
+def test_sweep_with_input_attribution(study, tiny_corpus: Path):
     """The sweep's optional attribution section: one cached unit per encoder x task, a figure and a report part."""
-    root = tmp_path
+    root = study[0]  # its stores are reused
     config = _config(tiny_corpus, root, out=str(root / "attribution-run"), logger=["none"], audit=None, ablation=None,
+                     probe={**FAST_PROBES, "control": False, "max_epochs": 5, "n_resamples": 100},
                      sweep={"encoders": ["ge2e"], "tasks": ["gender"], "baselines": "none",
                             "attribution": {"utterances": 2, "methods": ["saliency", "integrated_gradients", "lrp"],
                                             "ig_steps": 4}})
