@@ -60,7 +60,7 @@ def _store_path(text: str | None, base: Path) -> Path | None:
 def cmd_attribute(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from experiments.attribution import AttributionError, AttributionSettings, ProbedEncoder, run_attribution
+    from experiments.attribution import AttributionError, AttributionSettings, run_attribution
     from experiments.figures import draw_attribution
     from experiments.probe_commands import check_out, open_store, progress, write_json
     from probing.probe import ElasticNetProbe
@@ -114,6 +114,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     wave = corpus.load_audio(row, encoder.sample_rate)
 
     tell = progress(args) or (lambda message: None)
+    if store is None and not args.pooling:
+        tell("no store recorded beside the probe: assuming mean pooling (give --store or --pooling)")
     settings = AttributionSettings(methods=methods, ig_steps=args.ig_steps, shap_samples=args.shap_samples,
                                    seed=args.seed)
     import time

@@ -517,7 +517,8 @@ def draw_attribution(info: dict, features: Any, maps: dict, path: Path) -> Path:
         step = hop
     names = list(maps)
     fig, axes = plt.subplots(1, len(names), figsize=(PANEL_W * len(names) * 0.9, PANEL_H), squeeze=False)
-    extent = (0, background.shape[0] * step / rate, 0, background.shape[1])
+    duration = (real if kind == "waveform" else background.shape[0] * step) / rate
+    extent = (0, duration, 0, background.shape[1])
     for ax, name in zip(axes[0], names):
         ax.imshow(background.T, origin="lower", aspect="auto", cmap="gray", extent=extent)
         values = np.abs(np.asarray(maps[name], dtype=np.float64))

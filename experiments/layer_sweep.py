@@ -4,7 +4,9 @@ One unit per (encoder, task): a cross-validated sweep (:func:`probing.crossval.c
 every utterance tested once, by a probe that never saw its speaker when the task is speaker-disjoint),
 control task and selectivity, and where the task's salient neurons live when every layer is probed at
 once (the top 5% of a probe on all layers concatenated, counted per layer). The unit folder keeps the
-first fold's probes and the pooled test predictions, which the bias audit reads.
+first fold's probes and the pooled test predictions, which the bias audit reads. With
+`sweep.attribution`, one more unit per model encoder x task attributes the best layer's probe to the
+input features of a few of that fold's test utterances (:mod:`experiments.attribution`).
 """
 from __future__ import annotations
 
@@ -115,11 +117,9 @@ def run_sweep(run: Run, section: SweepSection) -> dict:
     out = {"encoders": list(section.encoders), "baselines": baselines, "tasks": list(section.tasks),
            "results": results, "findings": findings(results, baselines)}
     if section.attribution is not None:
-        out["attribution"] = [
-            attribution_unit(run, section, encoder, task, next(r for r in results if (r["encoder"], r["task"]) ==
-                                                              (encoder, task) and r["role"] == "model"),
-                             folders[(encoder, task)])[0]
-            for encoder in section.encoders for task in section.tasks]
+        models = {(r["encoder"], r["task"]): r for r in results if r["role"] == "model"}
+        out["attribution"] = [attribution_unit(run, section, e, t, models[(e, t)], folders[(e, t)])[0]
+                              for e in section.encoders for t in section.tasks]
     return out
 
 

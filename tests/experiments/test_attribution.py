@@ -138,3 +138,18 @@ def test_spearman() -> None:
     assert spearman(a, a ** 3) == pytest.approx(1.0)
     assert spearman(a, -a) == pytest.approx(-1.0)
     assert np.isnan(spearman(a, np.ones(10)))
+
+
+@pytest.mark.parametrize("kind, shape", [("waveform", (8000,)), ("log-mel", (50, 40))])
+def test_figure_draws_one_panel_per_method(kind: str, shape: tuple, tmp_path) -> None:
+    from experiments.figures import draw_attribution
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=shape).astype(np.float32)
+    maps = {"saliency": rng.normal(size=shape), "integrated_gradients": rng.normal(size=shape)}
+    info = {"feature_kind": kind, "feature_hop": 1 if kind == "waveform" else 160, "sample_rate": 16000,
+            "real_frames": shape[0] - 5, "encoder": "toy", "layer": "l", "utterance": "u", "target": "a",
+            "probabilities": {"a": 0.7, "b": 0.3},
+            "methods": {"saliency": {"randomisation_spearman": 0.5}, "integrated_gradients": {"randomisation_spearman": 0.2}}}
+    path = draw_attribution(info, features, maps, tmp_path / "a.png")
+    assert path.stat().st_size > 1000
