@@ -385,8 +385,8 @@ def attribution_sentence(entry: dict) -> str:
             for m, v in means.items() if v.get("randomisation_spearman") is not None]
     text = head
     if rhos:
-        text += (" rank correlation between the maps of the trained probe and of a probe with re-drawn weights "
-                 f"{', '.join(rhos)} (1 = the map ignores the probe's weights)")
+        text += (" rank correlation of |attribution| between the trained probe and a probe with re-drawn weights: "
+                 f"{', '.join(rhos)} (1 = the same ranking whatever the probe learned)")
         high = [ATTRIBUTION_TITLES.get(m, m) for m, v in means.items() if _finite(v.get("randomisation_spearman"))
                 and v["randomisation_spearman"] > 0.8]
         if high:

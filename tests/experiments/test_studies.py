@@ -217,4 +217,4 @@ def test_sweep_with_input_attribution(study, tiny_corpus: Path):
     assert (out / "figures" / "attribution_ge2e_gender.png").is_file()
     report = (out / "report.md").read_text()
     assert "### Input attribution" in report and "attribution_ge2e_gender.png" in report
-    assert "rank correlation between the maps" in report
+    assert "rank correlation of |attribution| between the trained probe" in report
