@@ -391,7 +391,8 @@ def attribution_sentence(entry: dict) -> str:
                 and v["randomisation_spearman"] > 0.8]
         if high:
             text += (f"; {_join(high)} keep{'s' if len(high) == 1 else ''} most of {'its' if len(high) == 1 else 'their'} "
-                     "ranking under randomisation, so much of that map comes from the encoder and the input, "
+                     f"ranking under randomisation, so much of {'that map' if len(high) == 1 else 'each map'} comes "
+                     "from the encoder and the input, "
                      "not from what the probe learned")
     main = next((m for m in ("integrated_gradients", "gradient_shap", "input_x_gradient", "saliency")
                  if (means.get(m) or {}).get("band_fractions")), None)
