@@ -49,6 +49,32 @@ class SpeechEncoder(nn.Module):
         """`waves` (batch, samples) float32, zero-padded on the right; `lengths` (batch,) real samples."""
         raise NotImplementedError
 
+    # ---- input features: the split that input attribution differentiates through ------------------
+
+    #: what `input_features` returns: "waveform" (batch, samples), or a spectrogram (batch, frames, bins)
+    feature_kind: str = "waveform"
+    #: samples per feature frame (1 for the waveform itself)
+    feature_hop: int = 1
+
+    def input_features(self, waves: Tensor, lengths: Tensor) -> Tensor:
+        """The encoder's input features: by default the waveform; spectrogram encoders override it.
+
+        `forward_features(input_features(waves, lengths), lengths)` equals `forward(waves, lengths)`;
+        gradients with respect to these features are what input attribution reads.
+        """
+        return waves
+
+    def forward_features(self, features: Tensor, lengths: Tensor, last_layer: int | None = None) -> EncoderOutput:
+        """The rest of the encoder from `input_features`'s output; `lengths` are still in samples.
+
+        With `last_layer`, an encoder may stop after that layer (later entries of `states` may be missing).
+        """
+        return self.forward(features, lengths)
+
+    def feature_frames(self, lengths: Tensor) -> Tensor:
+        """How many feature frames (or samples) of each row are real audio."""
+        return torch.as_tensor(lengths, dtype=torch.int64)
+
     def describe(self) -> dict[str, object]:
         return {
             "name": self.name,

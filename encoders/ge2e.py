@@ -40,6 +40,7 @@ HIDDEN, EMBEDDING = 256, 256
 PARTIAL_FRAMES = 160                                      # 1.6 s windows (hparams.partials_n_frames)
 PARTIAL_RATE, MIN_COVERAGE = 1.3, 0.75                    # embed_utterance's defaults
 PARTIAL_STEP = int(round(SAMPLE_RATE / PARTIAL_RATE / HOP))  # 77 frames between window starts
+LOG_FLOOR = 1e-30                                         # input_features' floor before the log
 TARGET_DBFS = -30.0                                       # hparams.audio_norm_target_dBFS
 WEIGHTS_FILE = "pretrained.pt"
 
@@ -149,22 +150,46 @@ class GE2EEncoder(SpeechEncoder):
             hidden, _ = lstm(hidden)
         return F.normalize(F.relu(self.linear(hidden[:, -1])), dim=1)
 
-    def forward(self, waves: Tensor, lengths: Tensor) -> EncoderOutput:
+    # The input features are the natural log of the power mel (floored at LOG_FLOOR), so that attribution
+    # baselines, noise and gradient x input live on a log scale as for any log-mel front end.
+    feature_kind = "log-mel"
+    feature_hop = HOP
+
+    def _power_mel(self, waves: Tensor, lengths: Tensor) -> Tensor:
+        """(batch, frames, 40) power mel after volume normalisation, padded past the last window."""
         lengths = self._checked_lengths(waves, lengths)
         device = waves.device
         mask = torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None].to(device)
         waves = normalise_volume(waves.to(self.mel_basis.dtype) * mask, lengths)
-
         starts = [partial_starts(n) for n in lengths.tolist()]
         # Enough zeros after the longest row that every window lies inside the spectrogram, as
         # resemblyzer pads each utterance to its last window's end before taking the mel.
         last_frame = max(row[-1] for row in starts) + PARTIAL_FRAMES
         needed = max(waves.shape[1], HOP * (last_frame - 1))
-        mel = self.mel(F.pad(waves, (0, needed - waves.shape[1])))
+        return self.mel(F.pad(waves, (0, needed - waves.shape[1])))
 
+    def input_features(self, waves: Tensor, lengths: Tensor) -> Tensor:
+        """(batch, frames, 40) log power mel (the power mel floored at LOG_FLOOR)."""
+        return self._power_mel(waves, lengths).clamp_min(LOG_FLOOR).log()
+
+    def feature_frames(self, lengths: Tensor) -> Tensor:
+        return centred_frame_count(torch.as_tensor(lengths, dtype=torch.int64).cpu(), HOP)
+
+    def forward_features(self, features: Tensor, lengths: Tensor, last_layer: int | None = None) -> EncoderOutput:
+        return self._from_mel(features.exp(), lengths, last_layer)
+
+    def forward(self, waves: Tensor, lengths: Tensor) -> EncoderOutput:
+        # straight from the power mel: extraction never pays for (or rounds through) the log and exp
+        return self._from_mel(self._power_mel(waves, lengths), lengths)
+
+    def _from_mel(self, mel: Tensor, lengths: Tensor, last_layer: int | None = None) -> EncoderOutput:
+        lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu()
         frame_lengths = centred_frame_count(lengths, HOP)
-        states = self._utterance_states(mel, frame_lengths)
-        embeddings, counts = self._partial_embeddings(mel, starts)
+        count = len(self.lstms) if last_layer is None else min(len(self.lstms), last_layer + 1)
+        states = self._utterance_states(mel, frame_lengths, count)
+        if count < len(self.lstms) or last_layer == len(self.lstms) - 1:  # the d-vector layer is not needed
+            return EncoderOutput(states=states, frame_lengths=[frame_lengths] * len(states))
+        embeddings, counts = self._partial_embeddings(mel, [partial_starts(n) for n in lengths.tolist()])
         return EncoderOutput(states=[*states, embeddings],
                              frame_lengths=[frame_lengths] * len(states) + [counts])
 
@@ -184,12 +209,12 @@ class GE2EEncoder(SpeechEncoder):
                                f"at least {self.min_samples} needed")
         return lengths
 
-    def _utterance_states(self, mel: Tensor, frame_lengths: Tensor) -> list[Tensor]:
-        """Each LSTM layer's states over the whole utterance, packed so that padded frames never enter."""
+    def _utterance_states(self, mel: Tensor, frame_lengths: Tensor, count: int = 3) -> list[Tensor]:
+        """The first `count` LSTM layers' states over the whole utterance, packed so that padded frames never enter."""
         total = int(frame_lengths.max())
         packed = pack_padded_sequence(mel, frame_lengths, batch_first=True, enforce_sorted=False)
         states = []
-        for lstm in self.lstms:
+        for lstm in self.lstms[:count]:
             packed, _ = lstm(packed)
             states.append(pad_packed_sequence(packed, batch_first=True, total_length=total)[0])
         return states

@@ -188,23 +188,39 @@ class WhisperEncoder(SpeechEncoder):
             raise EncoderError(f"{self.name}: a length of {longest} samples exceeds the batch's {waves.shape[1]}")
         return lengths
 
-    def forward(self, waves: Tensor, lengths: Tensor) -> EncoderOutput:
+    feature_kind = "log-mel"
+
+    @property
+    def feature_hop(self) -> int:  # type: ignore[override]
+        return self.features.hop_length
+
+    def input_features(self, waves: Tensor, lengths: Tensor) -> Tensor:
+        """(batch, frames, n_mels) log-mel: the 30 s window, or (fast) two frames past the longest row."""
         lengths = self._check(waves, lengths)
         positions = torch.arange(waves.shape[1], device=waves.device)
         # Rows end in zeros whatever the caller padded with: the front end relies on it.
         waves = waves.float() * (positions[None, :] < lengths[:, None])
-        mel_lengths = self.mel_frame_lengths(lengths)
-        frame_lengths = torch.div(mel_lengths - 1, 2, rounding_mode="floor") + 1  # conv2 has stride 2
+        n_frames = self.features.n_frames
         if self.fast:
             # Two more mel frames than the longest row: conv1 and conv2 each look one frame ahead.
-            n_frames = min(int(mel_lengths.max()) + 2, self.features.n_frames)
-            states = self._encode(self.log_mel(waves, n_frames), frame_lengths)
-        else:
-            states = self._encode(self.log_mel(waves, self.features.n_frames), None)
+            n_frames = min(int(self.mel_frame_lengths(lengths).max()) + 2, n_frames)
+        return self.log_mel(waves, n_frames).transpose(1, 2)
+
+    def feature_frames(self, lengths: Tensor) -> Tensor:
+        return self.mel_frame_lengths(torch.as_tensor(lengths, dtype=torch.int64))
+
+    def forward_features(self, features: Tensor, lengths: Tensor, last_layer: int | None = None) -> EncoderOutput:
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=features.device)
+        mel_lengths = self.mel_frame_lengths(lengths)
+        frame_lengths = torch.div(mel_lengths - 1, 2, rounding_mode="floor") + 1  # conv2 has stride 2
+        states = self._encode(features.transpose(1, 2), frame_lengths if self.fast else None, last_layer)
         keep = int(frame_lengths.max())
         return EncoderOutput(states=[s[:, :keep] for s in states], frame_lengths=[frame_lengths] * len(states))
 
-    def _encode(self, features: Tensor, frame_lengths: Tensor | None) -> list[Tensor]:
+    def forward(self, waves: Tensor, lengths: Tensor) -> EncoderOutput:
+        return self.forward_features(self.input_features(waves, lengths), lengths)
+
+    def _encode(self, features: Tensor, frame_lengths: Tensor | None, last_layer: int | None = None) -> list[Tensor]:
         """transformers' `WhisperEncoder.forward`, unrolled to read every layer and to take any length.
 
         With `frame_lengths`, frames at or past a row's length are masked out as attention keys.
@@ -220,6 +236,8 @@ class WhisperEncoder(SpeechEncoder):
             mask = mask.masked_fill(padded, torch.finfo(hidden.dtype).min)[:, None, None, :]
         states = [hidden]
         for layer in encoder.layers:
+            if last_layer is not None and len(states) > last_layer:
+                return states
             output = layer(hidden, mask)
             hidden = output[0] if isinstance(output, tuple) else output
             states.append(hidden)

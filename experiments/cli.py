@@ -328,11 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from experiments.run_commands import add_parsers
     from experiments.gradnap_commands import add_parser as add_gradnap
+    from experiments.attribution_commands import add_parser as add_attribution
     from experiments.similarity_commands import add_parser as add_similarity
 
     add_parsers(sub)
     add_similarity(sub)
     add_gradnap(sub)
+    add_attribution(sub)
     return parser
 
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from experiments.cli import CommandError
 
-__all__ = ["AblationSection", "AuditSection", "ProbeSettings", "RunConfig", "SweepSection", "load_config",
+__all__ = ["AblationSection", "AttributionSection", "AuditSection", "ProbeSettings", "RunConfig", "SweepSection", "load_config",
            "parse_config"]
 
 LOGGER_NAMES = ("none", "csv", "wandb", "tensorboard")
@@ -62,6 +62,19 @@ class ProbeSettings(_Section):
         return grid
 
 
+ATTRIBUTION_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "lrp")
+
+
+class AttributionSection(_Section):
+    """Input attribution of the best layer's probe, per model encoder x task (see experiments.attribution)."""
+
+    utterances: int = Field(1, ge=1, le=50, description="utterances per encoder x task, one per class in turn")
+    methods: tuple[Literal["saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "lrp"], ...] = Field(
+        ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap"), min_length=1)
+    ig_steps: int = Field(128, ge=2, description="integrated-gradients steps")
+    shap_samples: int = Field(8, ge=1, description="GradientSHAP samples")
+
+
 class SweepSection(_Section):
     """Layer-wise probing: every encoder x task x layer, with each encoder's random-weights twin."""
 
@@ -76,6 +89,8 @@ class SweepSection(_Section):
         False, description="also compute GradNAPs (gradient-adjusted neuron activation profiles) per model encoder x "
                            "task: one profile per label value, distances, clustering and a permutation test per "
                            "layer, reusing the sweep's probes (see `speechprobe gradnap`)")
+    attribution: Optional[AttributionSection] = Field(
+        None, description="input attribution of each model encoder's best-layer probe (off when absent)")
 
 
 class AuditSection(_Section):

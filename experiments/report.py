@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 from urllib.parse import quote, unquote
 
-from experiments.figures import (gradnap_figure_name, model_encoders, model_units, safe_name, similarity_figure_name,
-                                 sweep_tasks, twin_unit, unit_of)
+from experiments.figures import (attribution_figure_name, gradnap_figure_name, model_encoders, model_units, safe_name,
+                                 similarity_figure_name, sweep_tasks, twin_unit, unit_of)
 
 ALPHA = 0.05  # an overlap is "above chance" when its hypergeometric p-value is below this
 N_SD = 2.0  # an ablation differs from random removal when it is more than this many SDs of it away
@@ -423,6 +423,8 @@ def sweep_section(sweep: dict, figures: dict[str, Path], out: Path) -> str:
         parts += ["### Figures", block]
     if sweep.get("gradnap"):
         parts.append(gradnap_subsection(sweep["gradnap"], figures, out))
+    if sweep.get("attribution"):
+        parts += attribution_section(sweep["attribution"], figures, out)
     return "\n\n".join(parts)
 
 
@@ -478,6 +480,55 @@ def gradnap_subsection(units: list[dict], figures: dict[str, Path], out: Path) -
             if block:
                 parts.append(block)
     return "\n\n".join(parts)
+
+
+ATTRIBUTION_TITLES = {"saliency": "saliency", "input_x_gradient": "gradient x input",
+                      "integrated_gradients": "integrated gradients", "gradient_shap": "GradientSHAP", "lrp": "LRP"}
+
+
+def attribution_sentence(entry: dict) -> str:
+    """One finding per encoder x task: the randomisation correlations and where the |attribution| mass lies."""
+    records, means = entry.get("utterances") or [], entry.get("mean") or {}
+    if not records:
+        return ""
+    n = len(records)
+    head = (f"**{entry['encoder']} / {entry['task']}** (best layer {entry['layer']}, {n} test utterance{'s' * (n > 1)}, "
+            f"attributed to the true class):")
+    rhos = [f"{ATTRIBUTION_TITLES.get(m, m)} {num(v.get('randomisation_spearman'))}"
+            for m, v in means.items() if v.get("randomisation_spearman") is not None]
+    text = head
+    if rhos:
+        text += (" rank correlation of |attribution| between the trained probe and a probe with re-drawn weights: "
+                 f"{', '.join(rhos)} (1 = the same ranking whatever the probe learned)")
+        high = [ATTRIBUTION_TITLES.get(m, m) for m, v in means.items() if _finite(v.get("randomisation_spearman"))
+                and v["randomisation_spearman"] > 0.8]
+        if high:
+            text += (f"; {_join(high)} keep{'s' if len(high) == 1 else ''} most of {'its' if len(high) == 1 else 'their'} "
+                     f"ranking under randomisation, so much of {'that map' if len(high) == 1 else 'each map'} comes "
+                     "from the encoder and the input, "
+                     "not from what the probe learned")
+    main = next((m for m in ("integrated_gradients", "gradient_shap", "input_x_gradient", "saliency")
+                 if (means.get(m) or {}).get("band_fractions")), None)
+    if main:
+        bands = means[main]["band_fractions"]
+        text += (f". Of the {ATTRIBUTION_TITLES[main]} mass, {pct(bands['low'], 0)} lies in the lowest third of the "
+                 f"frequency bands, {pct(bands['mid'], 0)} in the middle and {pct(bands['high'], 0)} in the top third")
+    errors = [v["error"] for v in means.values() if v.get("error")]
+    if errors:
+        text += f". {errors[0]}"
+    return text + "."
+
+
+def attribution_section(entries: list[dict], figures: dict[str, Path], out: Path) -> list[str]:
+    parts = ["### Input attribution", bullets([s for e in entries if (s := attribution_sentence(e))])]
+    captions = {attribution_figure_name(e): f"{e['encoder']} / {e['task']}: |attribution| of the best layer's probe "
+                                            f"over the input features of {e['utterances'][0]['utterance']} "
+                                            "(one panel per method)"
+                for e in entries if e.get("utterances")}
+    block = _figures_block([*captions], figures, out, captions)
+    if block:
+        parts.append(block)
+    return parts
 
 
 # --------------------------------------------------------------------------------------------------

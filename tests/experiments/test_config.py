@@ -37,6 +37,8 @@ def test_defaults_fill_in():
     ({"audit": {"encoder": "ge2e", "layer": 3}}, "audit.layer: Input should be a valid string"),
     ({"sweep": None}, "no study"),
     ({"sweep": {"encoders": ["ge2e"], "similarity": "cca"}}, "sweep.similarity: Input should be 'linear_cka'"),
+    ({"sweep": {"encoders": ["ge2e"], "attribution": {"methods": ["occlusion"]}}}, "sweep.attribution.methods.0: Input should be"),
+    ({"sweep": {"encoders": ["ge2e"], "attribution": {"utterances": 0}}}, "sweep.attribution.utterances: Input should be greater"),
 ])
 def test_bad_configs_name_the_key(change: dict, message: str):
     with pytest.raises(CommandError) as error:
@@ -44,6 +46,14 @@ def test_bad_configs_name_the_key(change: dict, message: str):
     assert str(error.value).startswith("my.yaml: ")
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_attribution_is_optional_and_has_defaults():
+    assert parse_config(MINIMAL).sweep.attribution is None
+    config = parse_config({**MINIMAL, "sweep": {"encoders": ["ge2e"], "attribution": {}}})
+    assert config.sweep.attribution.utterances == 1 and "integrated_gradients" in config.sweep.attribution.methods
+    config = parse_config({**MINIMAL, "sweep": {"encoders": ["ge2e"], "attribution": {"methods": ["lrp"], "utterances": 2}}})
+    assert config.sweep.attribution.methods == ("lrp",) and config.sweep.attribution.utterances == 2
 
 
 def test_missing_required_key_and_non_mapping():

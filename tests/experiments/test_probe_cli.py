@@ -266,10 +266,11 @@ def test_help_does_not_import_torch() -> None:
     import sys
 
     code = ("import sys\nfrom experiments.cli import main\n"
-            "for cmd in ('probe', 'neurons', 'similarity', 'gradnap', 'sweep', 'run'):\n"
+            "for cmd in ('probe', 'neurons', 'similarity', 'gradnap', 'sweep', 'run', 'attribute'):\n"
             "    try:\n        main([cmd, '--help'])\n    except SystemExit as e:\n        assert e.code == 0\n"
             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import on --help'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
     assert "--store STORE" in result.stdout and "--layer LAYER" in result.stdout
+    assert "--utterance ID" in result.stdout

@@ -215,3 +215,30 @@ def test_ablation_by_flags_on_one_layer_reuses_the_stores(study, tiny_corpus: Pa
     run = yaml.safe_load((out / "run.yaml").read_text())
     assert run["ablation"] == {"encoder": "ge2e", "task": "gender", "layer": "lstm3"} and run["probe"]["folds"] == 3
     assert not (out / "logs").exists() and "ablation: gender in ge2e (layer lstm3)" in stdout
+
+
+def test_sweep_with_input_attribution(study, tiny_corpus: Path):
+    """The sweep's optional attribution section: one cached unit per encoder x task, a figure and a report part."""
+    root = study[0]  # its stores are reused
+    config = _config(tiny_corpus, root, out=str(root / "attribution-run"), logger=["none"], audit=None, ablation=None,
+                     probe={**FAST_PROBES, "control": False, "max_epochs": 5, "n_resamples": 100},
+                     sweep={"encoders": ["ge2e"], "tasks": ["gender"], "baselines": "none",
+                            "attribution": {"utterances": 2, "methods": ["saliency", "integrated_gradients", "lrp"],
+                                            "ig_steps": 4}})
+    code, _, err = _run(["run", str(_write(root / "attribution.yaml", config))])
+    assert code == 0, err
+    out = root / "attribution-run"
+    results = json.loads((out / "results.json").read_text())
+    (entry,) = results["sweep"]["attribution"]
+    unit = results["sweep"]["results"][0]
+    assert entry["layer"] == unit["best_layer"] and len(entry["utterances"]) == 2
+    assert {r["target"] for r in entry["utterances"]} == {"female", "male"}  # one utterance per class in turn
+    assert "no rule for LSTM" in entry["mean"]["lrp"]["error"]  # GE2E: LRP is named as impossible, not fatal
+    for record in entry["utterances"]:
+        assert -1 <= record["methods"]["saliency"]["randomisation_spearman"] <= 1
+        with np.load(Path(entry["folder"]) / record["maps_file"]) as maps:
+            assert maps["map_saliency"].shape == maps["features"].shape and "map_lrp" not in maps
+    assert (out / "figures" / "attribution_ge2e_gender.png").is_file()
+    report = (out / "report.md").read_text()
+    assert "### Input attribution" in report and "attribution_ge2e_gender.png" in report
+    assert "rank correlation of |attribution| between the trained probe" in report
