@@ -411,7 +411,6 @@ def sweep_section(sweep: dict, figures: dict[str, Path], out: Path) -> str:
     parts = ["## Layer sweep", "### Findings", bullets(sweep_findings(sweep))]
     for encoder in model_encoders(sweep):
         parts += [f"### {encoder}: per-layer results", sweep_table(sweep, encoder)]
-    parts += similarity_block(sweep, figures, out)
     captions = {f"sweep_{safe_name(t)}": f"{t}: test accuracy per layer (band: CI), random-weights twin dashed, "
                                            f"control task dotted, majority grey, star: best layer on validation"
                 for t in sweep_tasks(sweep)}
@@ -421,6 +420,7 @@ def sweep_section(sweep: dict, figures: dict[str, Path], out: Path) -> str:
     block = _figures_block(names, figures, out, captions)
     if block:
         parts += ["### Figures", block]
+    parts += similarity_block(sweep, figures, out)
     if sweep.get("gradnap"):
         parts.append(gradnap_subsection(sweep["gradnap"], figures, out))
     if sweep.get("attribution"):
