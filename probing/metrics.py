@@ -138,7 +138,16 @@ def macro_f1(y_true: Any, y_pred: Any, labels: Any = None) -> float:
     true, pred = _pair(y_true, y_pred)
     if labels is not None:
         labels = _labels("labels", labels)
-    return float(f1_score(true, pred, labels=labels, average="macro", zero_division=0.0))
+        return float(f1_score(true, pred, labels=labels, average="macro", zero_division=0.0))
+    # Over the classes present, F1 = 2 TP / (true count + predicted count), from three bincounts: the
+    # same number as scikit-learn's f1_score without its validation (5 ms a call; a sweep makes dozens).
+    classes, (true_code, pred_code) = _encode(true, pred)
+    k = len(classes)
+    if k == 0:
+        raise ValueError("macro_f1 needs at least one example")
+    tp = np.bincount(true_code[true_code == pred_code], minlength=k)
+    support = np.bincount(true_code, minlength=k) + np.bincount(pred_code, minlength=k)
+    return float(np.mean(2.0 * tp / support))
 
 
 # --------------------------------------------------------------------------------------------------
