@@ -185,6 +185,7 @@ class ProbeBank(pl.LightningModule):
             self.register_buffer(f"adam_m_{name}", torch.zeros_like(getattr(self, name)))
             self.register_buffer(f"adam_v_{name}", torch.zeros_like(getattr(self, name)))
         self.adam_steps = 0
+        self._adam_step_counts = [torch.zeros(()), torch.zeros(())]  # filled per step: cheaper than new tensors
         # early-stopping state, per probe
         self.register_buffer("best_loss", torch.full((P,), float("inf"), dtype=torch.float64))
         self.register_buffer("best_weight", torch.zeros(P, n_features, n_classes))
@@ -285,7 +286,9 @@ class ProbeBank(pl.LightningModule):
         of 384 x 8, a fifth of a whole step). ``tests/probing`` checks it against torch.optim.Adam.
         """
         self.adam_steps += 1
-        steps = [torch.tensor(float(self.adam_steps)) for _ in range(2)]  # the kernel reads, not increments, them
+        steps = self._adam_step_counts  # the kernel reads, not increments, them
+        for count in steps:
+            count.fill_(float(self.adam_steps))
         torch._fused_adam_(
             [self.weight.data, self.bias.data], [grad_weight, grad_bias], [self.adam_m_weight, self.adam_m_bias],
             [self.adam_v_weight, self.adam_v_bias], [], steps, lr=self.hparams.lr, beta1=0.9, beta2=0.999,
@@ -474,6 +477,15 @@ class RaggedProbeBank(ProbeBank):
         self.adam_v_bias = self._state["v_bias"][self._packed].clone()
         self._mask_full, self._l1_full, self._l2_full = torch.cat(blocks["mask"]), torch.cat(blocks["l1"]), torch.cat(blocks["l2"])
         self._scratch = torch.empty_like(self.weight)
+        # Per step, each tier's matmul reads a slice of the weights and the biases and writes a slice of the
+        # gradient: those slices, made once per layout, save the Python-level slicing of every step.
+        self._grad_weight = torch.empty_like(self.weight)
+        bias = self.bias.detach().view(-1)
+        self._tier_slices = [
+            (t.width, self.weight.detach()[t.offset:t.end].view(t.width, t.size * C),
+             bias[t.start * C:(t.start + t.size) * C], t.start * C, (t.start + t.size) * C,
+             self._grad_weight[t.offset:t.end].view(t.width, t.size * C))
+            for t in self._tiers]
 
     def _unpack(self, names: Sequence[str] = ("weight", "m", "v")) -> None:
         """Write the flat vectors of the probes in training back into ``_state``."""
@@ -548,15 +560,16 @@ class RaggedProbeBank(ProbeBank):
         """Closed-form gradients (see :meth:`ProbeBank.gradients`) for the flat weights and the biases."""
         Xo = self._ordered(X)
         B, C = y.shape[0], self.hparams.n_classes
-        residual = torch.softmax(self._tier_logits(Xo, self.weight), dim=-1)  # (B, P_training, C)
+        parts = [torch.addmm(bias, Xo[:, :width], weight) for width, weight, bias, _, _, _ in self._tier_slices]
+        logits = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).view(B, -1, C)
+        residual = torch.softmax(logits, dim=-1)  # (B, P_training, C)
         P = residual.shape[1]
         residual.scatter_add_(2, y.view(B, 1, 1).expand(B, P, 1), residual.new_full((1, 1, 1), -1.0).expand(B, P, 1))
         residual.div_(B)
         columns = residual.view(B, P * C)
-        grad_weight = torch.empty_like(self.weight)
-        for t in self._tiers:
-            torch.mm(Xo[:, :t.width].t(), columns[:, t.start * C:(t.start + t.size) * C],
-                     out=grad_weight[t.offset:t.end].view(t.width, t.size * C))
+        grad_weight = self._grad_weight  # filled in full below; consumed by the update before the next step
+        for width, _, _, first, last, out in self._tier_slices:
+            torch.mm(Xo[:, :width].t(), columns[:, first:last], out=out)
         grad_bias = residual.sum(dim=0)
         W = self.weight
         grad_weight.mul_(self._mask_full)  # masked weights stay 0, so their penalty terms are 0 already
