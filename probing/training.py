@@ -477,14 +477,12 @@ class RaggedProbeBank(ProbeBank):
         self.adam_v_bias = self._state["v_bias"][self._packed].clone()
         self._mask_full, self._l1_full, self._l2_full = torch.cat(blocks["mask"]), torch.cat(blocks["l1"]), torch.cat(blocks["l2"])
         self._scratch = torch.empty_like(self.weight)
-        # Per step, each tier's matmul reads a slice of the weights and the biases and writes a slice of the
+        # Per step, each tier's matmuls read a slice of the weights and the biases and write a slice of the
         # gradient: those slices, made once per layout, save the Python-level slicing of every step.
         self._grad_weight = torch.empty_like(self.weight)
-        bias = self.bias.detach().view(-1)
-        self._tier_slices = [
-            (t.width, self.weight.detach()[t.offset:t.end].view(t.width, t.size * C),
-             bias[t.start * C:(t.start + t.size) * C], t.start * C, (t.start + t.size) * C,
-             self._grad_weight[t.offset:t.end].view(t.width, t.size * C))
+        self._blocks = self._weight_blocks(self.weight.detach(), self.bias.detach())
+        self._grad_blocks = [  # columns [first, last) of the residual -> the tier's gradient block
+            (t.start * C, (t.start + t.size) * C, self._grad_weight[t.offset:t.end].view(t.width, t.size * C))
             for t in self._tiers]
 
     def _unpack(self, names: Sequence[str] = ("weight", "m", "v")) -> None:
@@ -509,21 +507,22 @@ class RaggedProbeBank(ProbeBank):
             return X[self._input, :, :self._width]
         return X[self._input].index_select(1, self.feature_order[:self._width])
 
-    def _tier_logits(self, Xo: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Logits (B, P_training, C) of the probes in training, in tier order."""
+    def _weight_blocks(self, flat: torch.Tensor, bias: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Per tier: its width, its weights as (width, size * C) and its biases (size * C,)."""
         C = self.hparams.n_classes
-        bias = self.bias.view(-1)
-        parts = [
-            torch.addmm(bias[t.start * C:(t.start + t.size) * C], Xo[:, :t.width],
-                        weight[t.offset:t.end].view(t.width, t.size * C))
-            for t in self._tiers
-        ]
+        bias = bias.view(-1)
+        return [(t.width, flat[t.offset:t.end].view(t.width, t.size * C), bias[t.start * C:(t.start + t.size) * C])
+                for t in self._tiers]
+
+    def _tier_logits(self, Xo: torch.Tensor, blocks: list[tuple[int, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Logits (B, P_training, C) of the probes in training, in tier order, from :meth:`_weight_blocks`."""
+        parts = [torch.addmm(bias, Xo[:, :width], weight) for width, weight, bias in blocks]
         logits = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        return logits.view(Xo.shape[0], -1, C)
+        return logits.view(Xo.shape[0], -1, self.hparams.n_classes)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Logits (1, B, P_training, C) of the probes in training (tier order), for a (G_in, B, D) batch."""
-        return self._tier_logits(self._ordered(X), self.weight * self._mask_full)[None]
+        return self._tier_logits(self._ordered(X), self._weight_blocks(self.weight * self._mask_full, self.bias))[None]
 
     def _tier_views(self, flat: torch.Tensor):
         C = self.hparams.n_classes
@@ -560,15 +559,13 @@ class RaggedProbeBank(ProbeBank):
         """Closed-form gradients (see :meth:`ProbeBank.gradients`) for the flat weights and the biases."""
         Xo = self._ordered(X)
         B, C = y.shape[0], self.hparams.n_classes
-        parts = [torch.addmm(bias, Xo[:, :width], weight) for width, weight, bias, _, _, _ in self._tier_slices]
-        logits = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).view(B, -1, C)
-        residual = torch.softmax(logits, dim=-1)  # (B, P_training, C)
+        residual = torch.softmax(self._tier_logits(Xo, self._blocks), dim=-1)  # (B, P_training, C)
         P = residual.shape[1]
         residual.scatter_add_(2, y.view(B, 1, 1).expand(B, P, 1), residual.new_full((1, 1, 1), -1.0).expand(B, P, 1))
         residual.div_(B)
         columns = residual.view(B, P * C)
         grad_weight = self._grad_weight  # filled in full below; consumed by the update before the next step
-        for width, _, _, first, last, out in self._tier_slices:
+        for (width, _, _), (first, last, out) in zip(self._blocks, self._grad_blocks):
             torch.mm(Xo[:, :width].t(), columns[:, first:last], out=out)
         grad_bias = residual.sum(dim=0)
         W = self.weight
