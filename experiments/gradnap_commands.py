@@ -77,7 +77,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
     from experiments.figures import draw_gradnap
     from experiments.probe_commands import (check_out, library_call, parse_probe_params, parse_strength, progress,
                                             resolve_layers, write_json)
-    from experiments.runner import store_dir_name
+    from experiments.runner import encoder_store
 
     started = time.perf_counter()
     l1 = parse_strength("--l1", args.l1)
@@ -90,9 +90,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
     out = check_out(args.out)
     tell = progress(args) or (lambda message: None)
 
-    from encoders.extraction import extract
-    from encoders.registry import check_name, create_encoder
-    from encoders.store import RepresentationStore
+    from encoders.registry import check_name
     from tasks.splits import cross_validation_splits
     from tasks.tasks import get_task, task_labels
 
@@ -102,11 +100,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
     task_labels(corpus.metadata, task)
     column = args.groups or task.label_column
     resolve_groups(corpus.metadata, column, args.corpus)  # checked before the (long) extraction
-    path = Path(args.stores) / store_dir_name(args.encoder)
-    if not (path / "manifest.json").is_file():
-        tell(f"extracting {args.encoder} over {len(corpus)} utterances into {path}")
-    extract(corpus, create_encoder(args.encoder), path, progress=not args.quiet)
-    store = RepresentationStore(path)
+    store = encoder_store(corpus, args.encoder, args.stores, tell, progress=not args.quiet)
     index = store.index
     names = resolve_layers(store, args.layers)
     labels = task_labels(index, task)

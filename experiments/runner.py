@@ -118,19 +118,7 @@ class Run:
     def store(self, encoder: str) -> Any:
         """The representation store of ``encoder`` over the corpus: reused, resumed or extracted."""
         if encoder not in self.stores:
-            from encoders.extraction import extract
-            from encoders.registry import create_encoder
-            from encoders.store import RepresentationStore
-
-            path = Path(self.config.stores) / store_dir_name(encoder)
-            corpus = self.load_corpus()
-            if not (path / "manifest.json").is_file():
-                self.tell(f"extracting {encoder} over {len(corpus)} utterances into {path}")
-            started = time.perf_counter()
-            result = extract(corpus, create_encoder(encoder), path, progress=True)
-            if not result.reused:
-                self.tell(f"extracted {encoder} in {time.perf_counter() - started:.0f} s")
-            self.stores[encoder] = RepresentationStore(path)
+            self.stores[encoder] = encoder_store(self.load_corpus(), encoder, self.config.stores, self.tell)
         return self.stores[encoder]
 
     # ---------------------------------------------------------------------------------------------
@@ -161,6 +149,23 @@ class Run:
         self.computed.append(name)
         self.tell(f"{name}: done in {time.perf_counter() - started:.1f} s")
         return json.loads(cached.read_text()), path
+
+
+def encoder_store(corpus: Any, encoder: str, stores: str | Path, tell: Callable[[str], None], *,
+                  progress: bool = True) -> Any:
+    """The store of ``encoder`` over ``corpus`` in ``stores``/<encoder>: reused, resumed or extracted."""
+    from encoders.extraction import extract
+    from encoders.registry import create_encoder
+    from encoders.store import RepresentationStore
+
+    path = Path(stores) / store_dir_name(encoder)
+    if not (path / "manifest.json").is_file():
+        tell(f"extracting {encoder} over {len(corpus)} utterances into {path}")
+    started = time.perf_counter()
+    result = extract(corpus, create_encoder(encoder), path, progress=progress)
+    if not result.reused:
+        tell(f"extracted {encoder} in {time.perf_counter() - started:.0f} s")
+    return RepresentationStore(path)
 
 
 def reporter(quiet: bool) -> Callable[[str], None]:
