@@ -2,9 +2,10 @@
 
 It answers, from the sweep's units (computed here if the sweep did not run):
 1. how strongly and where the attribute is encoded (its layer-wise accuracy, best layer on validation);
-2. how many neurons carry it at the audited layer (minimal subset) and how that set overlaps the
-   minimal subsets of the other tasks (Jaccard beside the overlap expected by chance for sets of those
-   sizes, with a hypergeometric p-value);
+2. how many neurons carry it at the audited layer (minimal subset of the run's ranking, beside the k that
+   random neurons need for the same accuracy; each ranking checked against random neurons kept alone)
+   and how that set overlaps the minimal subsets of the other tasks (Jaccard beside the overlap expected
+   by chance for sets of those sizes, with a hypergeometric p-value);
 3. who the other tasks' probes disadvantage: their pooled cross-validated test accuracy per attribute
    group, with speaker-bootstrap intervals, and the best-minus-worst gap flagged when its own interval
    excludes 0 (:func:`probing.fairness.group_gap`);
@@ -35,7 +36,7 @@ def audit_unit(run: Run, section: AuditSection) -> tuple[dict, Path]:
         from probing.fairness import group_gap
         from probing.probe import ElasticNetProbe
         from probing.ranking import overlap, rank_neurons
-        from probing.subset import minimal_subset
+        from probing.ranking_check import check_ranking, minimal_versus_random
 
         config = run.config
         store = run.store(encoder)
@@ -53,16 +54,21 @@ def audit_unit(run: Run, section: AuditSection) -> tuple[dict, Path]:
                                        control=False).labels
         run.tell(f"audit {attribute} in {encoder} at {layer}: minimal subsets of {1 + len(others)} tasks")
 
-        salient, probes, splits, labels = {}, {}, {}, {}
+        salient, versus, checks, probes, splits, labels = {}, {}, {}, {}, {}, {}
+        method = config.probe.method
         for task, (unit, folder) in units.items():
             arrays = task_arrays(store, task, folds=config.probe.folds, seed=config.seed, control=False)
             split = arrays.splits[0]
+            y = arrays.labels
             probe = ElasticNetProbe.load(folder / unit["probe_dirs"][layer])
-            minimal = minimal_subset(X[split.train], arrays.labels[split.train], X[split.validation],
-                                     arrays.labels[split.validation], rank_neurons(probe),
-                                     target=config.probe.target, probe_params=probe.get_params())
-            salient[task] = minimal
-            probes[task], splits[task], labels[task] = probe, split, arrays.labels
+            ranking = rank_neurons(probe, method, X=X[split.train], y=y[split.train])
+            checks[task] = check_ranking(X[split.train], y[split.train], X[split.validation], y[split.validation],
+                                         X[split.test], y[split.test], ranking, probe_params=probe.get_params())
+            versus[task] = minimal_versus_random(X[split.train], y[split.train], X[split.validation],
+                                                 y[split.validation], ranking, target=config.probe.target,
+                                                 probe_params=probe.get_params())
+            salient[task] = versus[task].subset
+            probes[task], splits[task], labels[task] = probe, split, y
 
         d = X.shape[1]
         tasks = [attribute, *others]
@@ -95,9 +101,13 @@ def audit_unit(run: Run, section: AuditSection) -> tuple[dict, Path]:
         data = {
             "encoder": encoder, "attribute": attribute, "tasks": others, "layer": layer, "n_neurons": d,
             "encoding": {"best_layer": attr_unit["best_layer"], "layers": attr_unit["layers"]},
+            "method": method,
             "salient": {task: {"k": m.k, "fraction": m.fraction, "accuracy": m.accuracy,
                                "full_accuracy": m.full_accuracy, "reached": m.reached,
+                               "random_k": versus[task].random_k, "random_k_median": versus[task].random_k_median,
+                               "is_minimal": versus[task].is_minimal, "summary": versus[task].summary(),
                                "neurons": [int(i) for i in m.neurons]} for task, m in salient.items()},
+            "checks": {task: check.as_dict() for task, check in checks.items()},
             "overlap_tasks": tasks,
             "overlap": overlaps,
             "groups": groups,

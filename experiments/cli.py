@@ -320,8 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_probe_options(neurons)
     neurons.add_argument("--layer", required=True, metavar="LAYER",
                          help="a layer name or position, or `all` for every layer concatenated")
-    neurons.add_argument("--method", default="weight", choices=("weight", "neurox", "probeless"),
-                         help="neuron ranking (default weight: norm of the standardised weights)")
+    neurons.add_argument("--method", default="path", choices=("path", "weight", "neurox", "probeless"),
+                         help="neuron ranking (default path: the order in which neurons enter along the "
+                              "elastic-net regularisation path; weight: norm of the standardised weights)")
+    neurons.add_argument("--ablation-mode", default="mean", choices=("mean", "zero"),
+                         help="how removed neurons are filled: mean (their training mean, in distribution; "
+                              "default) or zero (raw value 0, an out-of-distribution shift)")
     neurons.add_argument("--target", default="0.97", metavar="FRACTION",
                          help="the subset must reach this fraction of the full probe's accuracy (default 0.97)")
     neurons.set_defaults(func=cmd_neurons)

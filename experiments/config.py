@@ -29,7 +29,7 @@ __all__ = ["AblationSection", "AttributionSection", "AuditSection", "ProbeSettin
 
 LOGGER_NAMES = ("none", "csv", "wandb", "tensorboard")
 DEFAULT_TASKS = ("speaker", "gender", "dialect", "channel")
-RANKING_METHODS = ("weight", "neurox", "probeless")
+RANKING_METHODS = ("path", "weight", "neurox", "probeless")
 SIMILARITY_MEASURES = ("linear_cka", "rbf_cka", "svcca", "pwcca")
 
 
@@ -47,7 +47,9 @@ class ProbeSettings(_Section):
     control: bool = Field(True, description="train control-task probes (selectivity)")
     n_resamples: int = Field(1000, ge=100, description="bootstrap resamples of every interval")
     target: float = Field(0.97, gt=0, le=1, description="minimal subset: fraction of the full accuracy kept")
-    method: Literal["weight", "neurox", "probeless"] = "weight"
+    method: Literal["path", "weight", "neurox", "probeless"] = Field(
+        "path", description="neuron ranking: path (the order in which neurons enter along the elastic-net "
+                            "regularisation path), weight, neurox or probeless")
 
     @field_validator("grid")
     @classmethod

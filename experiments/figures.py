@@ -128,6 +128,30 @@ def sweep_tasks(sweep: dict) -> list[str]:
     return list(dict.fromkeys([*(t for t in sweep.get("tasks", []) if t in seen), *seen]))
 
 
+def selectivity_note(unit: dict) -> Optional[str]:
+    """Why a sweep unit's selectivity is n/a (its task's labels are the speakers); None when it is reported.
+
+    Read from the unit's ``selectivity_note``, or, for a unit written before units carried one, from its
+    task (:attr:`tasks.tasks.Task.control_note` of the built-in task of that name).
+    """
+    note = unit.get("selectivity_note")
+    if note:
+        return str(note)
+    from tasks.tasks import BUILTIN_TASKS
+
+    task = BUILTIN_TASKS.get(str(unit.get("task")))
+    return task.control_note if task is not None else None
+
+
+def ablation_mode_words(mode: Optional[str]) -> str:
+    """An ablation mode in words (:data:`probing.ablation.MODE_DESCRIPTIONS`); results written before the
+    mode was recorded used raw zeros, so a missing mode reads as ``"zero"``."""
+    from probing.ablation import MODE_DESCRIPTIONS
+
+    mode = "zero" if mode is None else str(mode)
+    return MODE_DESCRIPTIONS.get(mode, f"{mode} ablation")
+
+
 def _sweep_panel(ax: Any, unit: dict, twin: Optional[dict]) -> None:
     layers = [s["layer"] for s in unit["layers"]]
     x = list(range(len(layers)))
@@ -173,14 +197,20 @@ def draw_sweep_task(sweep: dict, task: str, path: Path) -> Path:
 
 
 def draw_selectivity(sweep: dict, path: Path) -> Path:
-    """Selectivity (task minus control-task accuracy) per layer, one line per task."""
+    """Selectivity (task minus control-task accuracy) per layer, one line per task; a task whose selectivity
+    is n/a (speaker identity: :func:`selectivity_note`) has no line, and a note under the figure says why."""
     encoders = model_encoders(sweep)
     fig, axes = _panels(len(encoders))
+    omitted: dict[str, str] = {}
     for ax, encoder in zip(axes, encoders):
         layers: list[str] = []
         for i, task in enumerate(sweep_tasks(sweep)):
             unit = unit_of(sweep, encoder, task)
             if unit is None:
+                continue
+            note = selectivity_note(unit)
+            if note is not None:
+                omitted.setdefault(task, note)
                 continue
             layers = [s["layer"] for s in unit["layers"]]
             ax.plot(range(len(layers)), [_num(s.get("selectivity")) for s in unit["layers"]],
@@ -194,6 +224,16 @@ def draw_selectivity(sweep: dict, path: Path) -> Path:
     axes[0].set_ylabel("selectivity (accuracy - control accuracy)")
     axes[0].legend(fontsize=8)
     fig.suptitle("Selectivity per layer")
+    if omitted:
+        import textwrap
+
+        notes = {}
+        for task, note in omitted.items():
+            notes.setdefault(note, []).append(task)
+        width = int(18 * PANEL_W * min(3, len(axes)))  # characters of 7 pt text across the panels
+        text = "\n".join(textwrap.fill(f"{', '.join(tasks)}: selectivity n/a, no line: {note}", width)
+                         for note, tasks in notes.items())
+        fig.supxlabel(text, fontsize=7, color=GREY)  # constrained layout keeps room for it
     return _save(fig, path)
 
 
@@ -312,7 +352,7 @@ def draw_audit_ablation(audit: dict, path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.legend(fontsize=8, loc="outside lower center", ncols=3)
     ax.set_title(f"Removing the {audit.get('attribute')} neurons of {audit.get('encoder')} at {audit.get('layer')} "
-                 f"({audit['ablation'].get('mode', 'mean')} ablation, no retraining)", fontsize=10)
+                 f"\n{ablation_mode_words(audit['ablation'].get('mode', 'mean'))}, no retraining", fontsize=10)
     return _save(fig, path)
 
 
@@ -337,7 +377,7 @@ def draw_ablation_curves(ablation: dict, path: Path) -> Path:
     _curve(left, x, curves["removed_top"], curves["removed_random_mean"], curves["removed_random_std"],
            curves["removed_bottom"])
     _curve(right, x, curves["kept_top"], curves["kept_random_mean"], curves["kept_random_std"], curves["kept_bottom"])
-    left.set_title(f"removed, no retraining ({curves.get('mode', 'zero')})")
+    left.set_title(f"removed, no retraining:\n{ablation_mode_words(curves.get('mode'))}")
     right.set_title("kept alone, retrained")
     minimal = ablation.get("minimal_subset") or {}
     for ax in (left, right):
@@ -354,6 +394,54 @@ def draw_ablation_curves(ablation: dict, path: Path) -> Path:
     right.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Ablation: {ablation.get('task')} in {ablation.get('encoder')} (layer {ablation.get('layer')}, "
                  f"{ablation.get('n_neurons', curves.get('n_features'))} neurons)")
+    return _save(fig, path)
+
+
+def _check_panel(ax: Any, check: dict) -> str:
+    """A ranking's sanity curve: its top k kept alone and retrained, against k random and the bottom k;
+    returns a note for the panel's title naming the small k where it is not better than random."""
+    _curve(ax, check["ks"], check["top_test"], check["random_test_mean"], check["random_test_std"],
+           check["bottom_test"])
+    ax.set_xscale("log")
+    ax.set_xlabel("neurons kept k (log scale)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    small = [(k, v) for k, v in zip(check["ks"], check.get("verdicts") or []) if k <= 10]
+    if check.get("beats_random") is False:
+        return "does NOT beat random at k <= 10"
+    not_better = [str(k) for k, v in small if v != "better"]
+    return f"not better than random at k = {', '.join(not_better)}" if not_better else ""
+
+
+def draw_ranking_check(ablation: dict, path: Path) -> Path:
+    """The ablation study's ranking against random neurons, kept alone and retrained, from one neuron up."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(PANEL_W + 1, PANEL_H + 0.3), layout="constrained")
+    note = _check_panel(ax, ablation["check"])
+    minimal = ablation.get("minimal_subset") or {}
+    if minimal.get("k") is not None:
+        ax.axvline(minimal["k"], color="C4", linestyle=":", label=f"minimal subset k={minimal['k']}")
+    if minimal.get("random_k_median") is not None:
+        ax.axvline(minimal["random_k_median"], color="C0", linestyle=":",
+                   label=f"random neurons' k={minimal['random_k_median']:g}")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"Ranking check ({ablation.get('method', 'weight')} ranking): {ablation.get('task')} in "
+                 f"{ablation.get('encoder')} ({ablation.get('layer')})" + (f"\n{note}" if note else ""), fontsize=9)
+    return _save(fig, path)
+
+
+def draw_audit_checks(audit: dict, path: Path) -> Path:
+    """Each audited task's ranking against random neurons at the audit's layer, one panel per task."""
+    checks = audit["checks"]
+    fig, axes = _panels(len(checks))
+    for ax, (task, check) in zip(axes, checks.items()):
+        note = _check_panel(ax, check)
+        ax.set_title(f"{task}\n{note}" if note else task, fontsize=9)
+    axes[0].set_ylabel("test accuracy (kept alone, retrained)")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Ranking checks ({audit.get('method', 'weight')} ranking) at {audit.get('layer')} of "
+                 f"{audit.get('encoder')}: top k vs k random neurons")
     return _save(fig, path)
 
 
@@ -445,7 +533,8 @@ def planned_figures(results: dict) -> dict[str, Callable[[Path], Path]]:
     if sweep and model_units(sweep):
         for task in sweep_tasks(sweep):
             plan[f"sweep_{safe_name(task)}"] = lambda p, t=task: draw_sweep_task(sweep, t, p)
-        if any(s.get("selectivity") is not None for u in model_units(sweep) for s in u["layers"]):
+        if any(s.get("selectivity") is not None for u in model_units(sweep) if selectivity_note(u) is None
+               for s in u["layers"]):
             plan["selectivity"] = lambda p: draw_selectivity(sweep, p)
         if any(u.get("salient") for u in model_units(sweep)):
             plan["salient_layers"] = lambda p: draw_salient_layers(sweep, p)
@@ -467,10 +556,14 @@ def planned_figures(results: dict) -> dict[str, Callable[[Path], Path]]:
             plan["overlap"] = lambda p: draw_overlap(audit, p)
         if (audit.get("ablation") or {}).get("tasks"):
             plan["audit_ablation"] = lambda p: draw_audit_ablation(audit, p)
+        if audit.get("checks"):
+            plan["audit_checks"] = lambda p: draw_audit_checks(audit, p)
     ablation = results.get("ablation")
     if ablation:
         if ablation.get("ablation"):
             plan["ablation_curves"] = lambda p: draw_ablation_curves(ablation, p)
+        if ablation.get("check"):
+            plan["ranking_check"] = lambda p: draw_ranking_check(ablation, p)
         if (ablation.get("minimal_subset") or {}).get("curve_k"):
             plan["minimal_subset"] = lambda p: draw_minimal_subset(ablation, p)
         if ablation.get("top_counts") and ablation.get("layers"):

@@ -2,8 +2,10 @@
 
 One unit per (encoder, task): a cross-validated sweep (:func:`probing.crossval.cross_validate_layers`:
 every utterance tested once, by a probe that never saw its speaker when the task is speaker-disjoint),
-control task and selectivity, and where the task's salient neurons live when every layer is probed at
-once (the top 5% of a probe on all layers concatenated, counted per layer). The unit folder keeps the
+control task and selectivity (none for speaker identity, whose control task is itself learnt by
+recognising speakers: the unit then holds null control accuracy and selectivity and a
+``selectivity_note``), and where the task's salient neurons live when every layer is probed at once
+(the top 5% of a probe on all layers concatenated, counted per layer). The unit folder keeps the
 first fold's probes and the pooled test predictions, which the bias audit reads. With
 `sweep.attribution`, one more unit per model encoder x task attributes the best layer's probe to the
 input features of a few of that fold's test utterances (:mod:`experiments.attribution`).
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import SweepSection
+from experiments.figures import selectivity_note
 from experiments.neuron_ablation import TOP_FRACTION, top_counts
 from experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
 
@@ -45,7 +48,9 @@ def _salient(layers: dict[str, np.ndarray], labels: np.ndarray, split: Any, l1: 
     probe = ElasticNetProbe(l1=l1, l2=l2, seed=seed, **params).fit(
         X[split.train], labels[split.train], X[split.validation], labels[split.validation])
     widths = [layers[name].shape[1] for name in names]
-    top_k, counts = top_counts(names, widths, rank_neurons(probe))
+    # the training split's features and labels: what the rankings that read data (path, probeless) need
+    ranking = rank_neurons(probe, X=X[split.train], y=labels[split.train])
+    top_k, counts = top_counts(names, widths, ranking)
     return {"top_fraction": TOP_FRACTION, "top_k": top_k, "l1": l1, "l2": l2, "counts": counts,
             "share_of_layer": {name: counts[name] / w for name, w in zip(names, widths)}}
 
@@ -56,10 +61,13 @@ def sweep_unit(run: Run, encoder: str, task: str, role: str = "model") -> tuple[
     def compute():
         from experiments.probe_commands import probe_dir_names
         from probing.crossval import cross_validate_layers
+        from tasks.tasks import get_task
 
         config = run.config
         store = run.store(encoder)
-        arrays = task_arrays(store, task, folds=config.probe.folds, seed=config.seed, control=config.probe.control)
+        note = get_task(task, store.index).control_note  # the speaker task's control would be speaker identity
+        arrays = task_arrays(store, task, folds=config.probe.folds, seed=config.seed,
+                             control=config.probe.control and note is None)
         layers = {name: np.asarray(store.layer(name), dtype=np.float32) for name in store.layer_names}
         settings = grid(config)
         run.tell(f"sweep {encoder} / {task}: {len(layers)} layers x {len(settings)} settings x {len(arrays.splits)} fold{'s' if len(arrays.splits) > 1 else ''}")
@@ -83,6 +91,8 @@ def sweep_unit(run: Run, encoder: str, task: str, role: str = "model") -> tuple[
             **cv.as_dict(),
             "salient": salient,
         }
+        if note is not None:
+            data["selectivity_note"] = note
         dirs = probe_dir_names(list(layers))
 
         def extra(folder: Path) -> None:
@@ -99,7 +109,18 @@ def sweep_unit(run: Run, encoder: str, task: str, role: str = "model") -> tuple[
         data["probe_dirs"] = {name: f"{PROBES_DIR}/{dirs[name]}" for name in layers}
         return data, extra
 
-    return run.unit(f"sweep/{unit_dir_name(encoder)}/{unit_dir_name(task)}", compute)
+    data, folder = run.unit(f"sweep/{unit_dir_name(encoder)}/{unit_dir_name(task)}", compute)
+    return without_meaningless_control(data), folder
+
+
+def without_meaningless_control(data: dict) -> dict:
+    """A sweep unit with control accuracy and selectivity set to null where they mean nothing (the speaker
+    task; a unit cached before units said so may still hold numbers), and the ``selectivity_note`` why."""
+    note = selectivity_note(data)
+    if note is None:
+        return data
+    layers = [{**s, "control_accuracy": None, "selectivity": None} for s in data.get("layers", [])]
+    return {**data, "layers": layers, "selectivity_note": note}
 
 
 def run_sweep(run: Run, section: SweepSection) -> dict:
@@ -272,6 +293,7 @@ def findings(results: list[dict], baselines: dict[str, str]) -> list[dict]:
             "peak_position": [s["layer"] for s in r["layers"]].index(r["best_layer"]) / max(1, len(r["layers"]) - 1),
             "peak_accuracy": best["accuracy"], "majority_accuracy": best["majority_accuracy"],
             "selectivity": best["selectivity"],
+            **({"selectivity_note": r["selectivity_note"]} if r.get("selectivity_note") else {}),
             "salient_counts": r["salient"]["counts"],
         }
         twin = by_key.get((baselines.get(r["encoder"]), r["task"]))

@@ -3,6 +3,8 @@
 :func:`analyse_neurons` is what ``speechprobe neurons`` and the ablation study share: rank the probe's
 neurons, find the smallest top-k that keeps ``target`` of the validation accuracy, and the ablation
 curves (top vs random vs bottom neurons removed without retraining, and kept alone with retraining).
+Removal is mean ablation by default (a neuron replaced by its training mean: in distribution); raw-zero
+ablation (raw value 0, an out-of-distribution shift) is an option, and the curves record which was used.
 The study (:func:`run_ablation`) runs it for a task on one layer (a named one, or the task's best layer
 from the sweep, whose probe it reuses) or on every layer concatenated.
 """
@@ -18,23 +20,34 @@ from experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_na
 
 ALL_LAYERS = "all"
 TOP_FRACTION = 0.05  # "top_counts": neurons of each layer among the top 5% of a concatenated ranking
+ABLATION_MODE = "mean"  # the ablation study's removal: mean ablation, in distribution (probing.ablation.MODES)
 
 
-def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, method: str = "weight",
-                    target: float = 0.97, tell: Optional[Callable[[str], None]] = None) -> dict:
-    """Ranking, per-class rankings, minimal subset and ablation curves of a fitted probe (plain JSON values)."""
+def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, method: str = "path",
+                    target: float = 0.97, mode: str = "mean", tell: Optional[Callable[[str], None]] = None) -> dict:
+    """Ranking, its check against random neurons, per-class rankings, minimal subset (beside random
+    rankings' minimal subsets) and ablation curves of a fitted probe (plain JSON values).
+
+    ``mode`` is how the curves remove neurons (:data:`probing.ablation.MODES`): ``"mean"`` (mean ablation,
+    in distribution; the default) or ``"zero"`` (raw-zero ablation, out of distribution); it is recorded
+    as ``ablation["mode"]``.
+    """
     from probing.ablation import ablation_curve
     from probing.ranking import rank_neurons, rank_per_class
-    from probing.subset import minimal_subset
+    from probing.ranking_check import check_ranking, minimal_versus_random
 
     tell = tell or (lambda message: None)
     train, val, test = split.train, split.validation, split.test
     tell(f"ranking {X.shape[1]} neurons ({method})")
-    ranking = rank_neurons(probe, method, **({"X": X[train], "y": y[train]} if method == "probeless" else {}))
-    tell("searching the minimal subset")
-    minimal = minimal_subset(X[train], y[train], X[val], y[val], ranking, target=target, probe_params=probe.get_params())
-    tell("ablation curves")
-    curves = ablation_curve(probe, X[test], y[test], ranking, retrain=(X[train], y[train], X[val], y[val]))
+    ranking = rank_neurons(probe, method, X=X[train], y=y[train])  # data for the methods that read it (path, probeless)
+    tell("checking the ranking against random neurons")
+    check = check_ranking(X[train], y[train], X[val], y[val], X[test], y[test], ranking, probe_params=probe.get_params())
+    tell("searching the minimal subset, and random neurons' for comparison")
+    versus = minimal_versus_random(X[train], y[train], X[val], y[val], ranking, target=target,
+                                   probe_params=probe.get_params())
+    minimal = versus.subset
+    tell(f"ablation curves ({mode} ablation)")
+    curves = ablation_curve(probe, X[test], y[test], ranking, mode=mode, retrain=(X[train], y[train], X[val], y[val]))
     return {
         "ranking": [int(i) for i in ranking],
         "per_class": {str(c): [int(i) for i in order] for c, order in rank_per_class(probe).items()},
@@ -42,8 +55,11 @@ def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, met
             "neurons": [int(i) for i in minimal.neurons], "k": minimal.k, "fraction": minimal.fraction,
             "accuracy": minimal.accuracy, "full_accuracy": minimal.full_accuracy, "threshold": minimal.threshold,
             "target": target, "reached": minimal.reached, "curve_k": minimal.curve_k,
-            "curve_accuracy": minimal.curve_accuracy,
+            "curve_accuracy": minimal.curve_accuracy, "random_k": versus.random_k,
+            "random_k_median": versus.random_k_median, "ratio": versus.ratio, "is_minimal": versus.is_minimal,
+            "summary": versus.summary(),
         },
+        "check": check.as_dict(),
         "ablation": curves.as_dict(),
     }
 
@@ -103,7 +119,7 @@ def ablation_unit(run: Run, encoder: str, task: str, layer: str) -> tuple[dict, 
             X = np.asarray(store.layer(layer), dtype=np.float32)
             run.tell(f"ablation {encoder} / {task} / {layer}: {X.shape[1]} neurons")
         analysis = analyse_neurons(probe, X, arrays.labels, split, method=config.probe.method,
-                                   target=config.probe.target, tell=run.tell)
+                                   target=config.probe.target, mode=ABLATION_MODE, tell=run.tell)
         test_accuracy = float(probe.score(X[split.test], arrays.labels[split.test]))
         data = {"encoder": encoder, "task": task, "layer": layer, "n_neurons": int(X.shape[1]),
                 "method": config.probe.method, "l1": float(probe.l1), "l2": float(probe.l2),

@@ -1,11 +1,13 @@
 """`speechprobe probe` and `speechprobe neurons`: probes and neuron analyses on a representation store.
 
 `probe`: one probe per layer for a task, its (l1, l2) chosen on validation from a grid, scored once on
-test (cluster-bootstrap intervals over speakers), with a control task for selectivity; writes
-`results.json` and every chosen probe.
+test (cluster-bootstrap intervals over speakers), with a control task for selectivity (not for speaker
+identity, whose control task is itself learnt by recognising speakers: selectivity n/a, with the reason
+in `selectivity_note`); writes `results.json` and every chosen probe.
 
 `neurons`: the chosen probe of one layer (or of all layers concatenated) ranks its neurons; the smallest
-top-k that keeps `--target` of the validation accuracy, and ablation curves (top vs random vs bottom);
+top-k that keeps `--target` of the validation accuracy, and ablation curves (top vs random vs bottom;
+mean ablation unless `args.ablation_mode` is "zero": raw-zero ablation, an out-of-distribution shift);
 writes `neurons.json` and the probe.
 
 Every check that can fail on user input (grid, layers, task, output folder) runs before any probe is
@@ -149,7 +151,8 @@ class TaskData:
         self.split = make_split(index, self.task, seed=seed)
         self.groups = index["speaker"].astype(str).to_numpy() if "speaker" in index.columns else None
         self.control_labels = self.control_split = None
-        if control:
+        self.control_note = self.task.control_note  # why the control task means nothing here (speaker identity)
+        if control and self.control_note is None:
             try:
                 self.control_labels = control_labels(index, self.task, seed=seed)
                 self.control_split = control_split(index, seed=seed)
@@ -250,9 +253,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "n_utterances": len(data.labels),
         "split": data.sizes(),
-        "control": not args.no_control,
+        "control": data.control_labels is not None,
         "probe_params": sweep.probes[layer_names[0]].get_params(),
         **sweep.as_dict(),
+        **({"selectivity_note": data.control_note} if data.control_note else {}),
         "probe_dirs": {name: f"{PROBES_DIR}/{dirs[name]}" for name in layer_names},
     }
     if sweep.control_probes:
@@ -286,11 +290,15 @@ def probe_table(results: dict) -> str:
     header = (f"{'layer':<{width}}  {'l1':>7}  {'l2':>7}  {'accuracy [low, high]':<22}  {'macro-F1':>8}  "
               f"{'control':>7}  {'select.':>7}  {'sparsity':>8}")
     lines += [header, "-" * len(header)]
+    na = "n/a" if results.get("selectivity_note") else None
     for s in scores:
         acc = f"{s['accuracy']['value']:.3f} [{s['accuracy']['low']:.3f}, {s['accuracy']['high']:.3f}]"
+        control, select = (na, na) if na else (_f(s["control_accuracy"]), _f(s["selectivity"]))
         lines.append(f"{s['layer']:<{width}}  {_g(s['l1']):>7}  {_g(s['l2']):>7}  {acc:<22}  "
-                     f"{s['macro_f1']['value']:>8.3f}  {_f(s['control_accuracy']):>7}  {_f(s['selectivity']):>7}  "
+                     f"{s['macro_f1']['value']:>8.3f}  {control:>7}  {select:>7}  "
                      f"{s['sparsity']:>8.2f}")
+    if results.get("selectivity_note"):
+        lines.append(f"control and selectivity n/a for {results['task']}: {results['selectivity_note']}")
     best = next(s for s in scores if s["layer"] == results["best_layer"])
     lines.append(f"best layer (chosen on validation accuracy {best['validation_accuracy']:.3f}): "
                  f"{results['best_layer']}, test accuracy {best['accuracy']['value']:.3f}")
@@ -325,8 +333,9 @@ def cmd_neurons(args: argparse.Namespace) -> int:
         {label: X}, y, data.split, grid=DEFAULT_GRID if grid is None else grid, groups=data.groups,
         probe_params=probe_params, seed=args.seed, progress=progress(args)))
     probe, score = sweep.probes[label], sweep.layers[0]
+    mode = args.ablation_mode
     analysis = library_call("neurons", lambda: analyse_neurons(
-        probe, X, y, data.split, method=args.method, target=target, tell=progress(args)))
+        probe, X, y, data.split, method=args.method, target=target, mode=mode, tell=progress(args)))
 
     result: dict[str, Any] = {
         "store": str(store.path),
@@ -334,6 +343,7 @@ def cmd_neurons(args: argparse.Namespace) -> int:
         "task": data.task.name,
         "layer": label,
         "method": args.method,
+        "ablation_mode": mode,
         "seed": args.seed,
         "n_neurons": int(X.shape[1]),
         "split": data.sizes(),
@@ -372,9 +382,16 @@ def neurons_summary(result: dict) -> str:
         f"(target {m['target']:.0%}: {m['threshold']:.3f})"
         + ("" if m["reached"] else "; the target was not reached, so it is every neuron"),
     ]
+    if m.get("summary"):
+        lines.append(f"against random: {m['summary']}")
+    if result.get("check"):
+        lines.append(f"ranking check: {result['check']['summary']}")
     at = int(np.argmax(a["fractions"]))
+    from experiments.figures import ablation_mode_words
+
     lines.append(
-        f"ablation, {a['fractions'][at]:.0%} of the neurons ({a['ks'][at]}) removed, test accuracy "
+        f"ablation, {a['fractions'][at]:.0%} of the neurons ({a['ks'][at]}) removed by "
+        f"{ablation_mode_words(a.get('mode'))}, test accuracy "
         f"(full {a['full_accuracy']:.3f}): top {a['removed_top'][at]:.3f}, "
         f"random {a['removed_random_mean'][at]:.3f} +- {a['removed_random_std'][at]:.3f}, "
         f"bottom {a['removed_bottom'][at]:.3f}")

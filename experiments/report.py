@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 from urllib.parse import quote, unquote
 
-from experiments.figures import (attribution_figure_name, gradnap_figure_name, model_encoders, model_units, safe_name,
-                                 similarity_figure_name, sweep_tasks, twin_unit, unit_of)
+from experiments.figures import (ablation_mode_words, attribution_figure_name, gradnap_figure_name, model_encoders,
+                                 model_units, safe_name, selectivity_note, similarity_figure_name, sweep_tasks,
+                                 twin_unit, unit_of)
 
 ALPHA = 0.05  # an overlap is "above chance" when its hypergeometric p-value is below this
 N_SD = 2.0  # an ablation differs from random removal when it is more than this many SDs of it away
@@ -283,8 +284,13 @@ def gain_sentence(unit: dict, twin: Optional[dict]) -> str:
     return text + separated + "."
 
 
+NA = "n/a"  # selectivity of a task whose control task means nothing (speaker identity); the reason is said once
+
+
 def selectivity_sentence(unit: dict) -> str:
     best = _best(unit)
+    if selectivity_note(unit) is not None:
+        return f"Selectivity: {NA} (see the note on the control task below)."
     if best is None or not _finite(best.get("selectivity")):
         return ""
     sel = best["selectivity"]
@@ -321,6 +327,16 @@ def salient_sentence(unit: dict) -> str:
     return text + "."
 
 
+def selectivity_notes(sweep: dict) -> list[str]:
+    """One sentence per reason a task's selectivity is n/a (the speaker task's), naming its tasks."""
+    notes: dict[str, list[str]] = {}
+    for unit in model_units(sweep):
+        note = selectivity_note(unit)
+        if note is not None and unit["task"] not in notes.setdefault(note, []):
+            notes[note].append(unit["task"])
+    return [f"**Selectivity {NA} for {_join(tasks)}**: {note}." for note, tasks in notes.items()]
+
+
 def sweep_findings(sweep: dict) -> list[str]:
     out = []
     for encoder in model_encoders(sweep):
@@ -331,7 +347,7 @@ def sweep_findings(sweep: dict) -> list[str]:
             parts = [peak_sentence(unit), gain_sentence(unit, twin_unit(sweep, encoder, task)),
                      selectivity_sentence(unit), salient_sentence(unit)]
             out.append(" ".join(p for p in parts if p))
-    return out
+    return out + selectivity_notes(sweep)
 
 
 def sweep_table(sweep: dict, encoder: str) -> str:
@@ -341,11 +357,12 @@ def sweep_table(sweep: dict, encoder: str) -> str:
         if unit is None:
             continue
         random = _by_layer(twin_unit(sweep, encoder, task))
+        na = selectivity_note(unit) is not None
         for s in unit["layers"]:
             r = random.get(s["layer"])
             mark = " (best)" if s["layer"] == unit.get("best_layer") else ""
             rows.append([task, s["layer"] + mark, ival(s["accuracy"], 3), num(value(s.get("macro_f1")), 3),
-                         num(s.get("control_accuracy"), 3), num(s.get("selectivity"), 3),
+                         NA if na else num(s.get("control_accuracy"), 3), NA if na else num(s.get("selectivity"), 3),
                          ival(r["accuracy"], 3) if r else "–", num(s.get("majority_accuracy"), 3)])
     return md_table(["task", "layer", "test accuracy [CI]", "macro-F1", "control", "selectivity",
                      "random weights", "majority"], rows)
@@ -566,10 +583,25 @@ def subset_sentence(audit: dict, target: Any) -> str:
         text = (f"**How many neurons**: no top-ranked subset reached the target; the search stopped at "
                 f"{mine['k']} neurons ({pct(mine['fraction'])}, validation accuracy {num(mine.get('accuracy'))} vs "
                 f"{num(mine.get('full_accuracy'))} with all).")
-    others = [f"{t} {m['k']} ({pct(m['fraction'])})" for t, m in salient.items() if t != attribute]
+    if mine.get("summary"):
+        text += f" Against random neurons: {mine['summary']}."
+    others = [f"{t} {m['k']} ({pct(m['fraction'])}{_versus_random(m)})" for t, m in salient.items() if t != attribute]
     if others:
         text += f" The other tasks' minimal subsets: {_join(others)}."
     return text
+
+
+def _versus_random(m: dict) -> str:
+    """', random 40: minimal' beside a subset size, when the random rankings' k is known."""
+    if not _finite(m.get("random_k_median")):
+        return ""
+    return f"; random neurons {m['random_k_median']:g}: " + ("minimal" if m.get("is_minimal") else "not a finding")
+
+
+def check_sentences(checks: dict) -> list[str]:
+    """One sentence per ranking check, those that do not beat random first (they must not go unnoticed)."""
+    ordered = sorted(checks.items(), key=lambda item: bool(item[1].get("beats_random")))
+    return [f"**{task}**: {check.get('summary')}" for task, check in ordered if check.get("summary")]
 
 
 def _overlap_phrase(cell: dict) -> str:
@@ -642,7 +674,16 @@ def audit_ablation_sentences(audit: dict) -> list[str]:
 
 
 def audit_findings(audit: dict, target: Any) -> list[str]:
-    items = [encoding_sentence(audit), subset_sentence(audit, target), *overlap_sentences(audit)]
+    items = [encoding_sentence(audit), subset_sentence(audit, target)]
+    checks = audit.get("checks") or {}
+    if checks:
+        failing = [t for t, c in checks.items() if not c.get("beats_random")]
+        lead = (f"**Ranking checks** ({audit.get('method', 'weight')} ranking; top k kept alone and retrained vs k "
+                f"random neurons): " + (f"the ranking does not beat random neurons at small k for {_join(failing)}, "
+                                        "so its subsets and overlaps there are not findings."
+                                        if failing else "every task's ranking beats random neurons at small k."))
+        items.append(lead + "\n" + "\n".join(f"  - {s}" for s in check_sentences(checks)))
+    items += overlap_sentences(audit)
     groups = audit.get("groups") or {}
     if groups:
         flagged = [t for t, g in groups.items() if g.get("flagged")]
@@ -652,9 +693,9 @@ def audit_findings(audit: dict, target: Any) -> list[str]:
                                               for t, g in groups.items()))
     removal = audit_ablation_sentences(audit)
     if removal:
-        mode = (audit.get("ablation") or {}).get("mode", "mean")
-        items.append(f"**Removing the {audit.get('attribute')} neurons** ({mode} ablation at {audit.get('layer')}, "
-                     f"no retraining, first fold's test split):\n" + "\n".join(f"  - {s}" for s in removal))
+        mode = ablation_mode_words((audit.get("ablation") or {}).get("mode", "mean"))  # the audit always recorded it
+        items.append(f"**Removing the {audit.get('attribute')} neurons** by {mode}, at {audit.get('layer')}, "
+                     f"no retraining, first fold's test split:\n" + "\n".join(f"  - {s}" for s in removal))
     return [i for i in items if i]
 
 
@@ -663,9 +704,16 @@ def audit_tables(audit: dict) -> list[str]:
     salient = audit.get("salient") or {}
     if salient:
         parts += ["### Minimal subsets", md_table(
-            ["task", "k", "% of layer", "validation accuracy (subset)", "validation accuracy (all)", "target reached"],
+            ["task", "k", "% of layer", "validation accuracy (subset)", "validation accuracy (all)", "target reached",
+             "random neurons' k (median)", "minimal (well below random)"],
             [[t, m["k"], pct(m.get("fraction")), num(m.get("accuracy"), 3), num(m.get("full_accuracy"), 3),
-              "yes" if m.get("reached") else "no"] for t, m in salient.items()])]
+              "yes" if m.get("reached") else "no",
+              f"{m['random_k_median']:g}" if _finite(m.get("random_k_median")) else "–",
+              ("yes" if m.get("is_minimal") else "no") if "is_minimal" in m else "–"] for t, m in salient.items()])]
+    checks = audit.get("checks") or {}
+    if checks:
+        parts += [check_table(checks, "### Ranking checks: test accuracy of the top k neurons kept alone "
+                                      "(random: mean ± SD of 5 draws)")]
     tasks, matrix = audit.get("overlap_tasks") or [], audit.get("overlap") or []
     if matrix:
         def cell(c: dict, diagonal: bool) -> str:
@@ -685,7 +733,8 @@ def audit_tables(audit: dict) -> list[str]:
               ival(g["gap"], 3), "yes" if g.get("flagged") else "no"] for t, g in groups.items()])]
     tasks_ab = (audit.get("ablation") or {}).get("tasks") or {}
     if tasks_ab:
-        parts += [f"### Removing the {audit.get('attribute')} neurons", md_table(
+        mode = ablation_mode_words((audit.get("ablation") or {}).get("mode", "mean"))
+        parts += [f"### Removing the {audit.get('attribute')} neurons by {mode}", md_table(
             ["task", "all neurons", f"{audit.get('attribute')} neurons removed", "random removed (mean ± SD)"],
             [[t, num(e.get("full"), 3), num(e.get("removed_attribute_neurons"), 3),
               f"{num(e.get('removed_random_mean'), 3)} ± {num(e.get('removed_random_std'), 3)}"]
@@ -705,9 +754,12 @@ def _section(title: str, findings: list[str], tables: list[str], captions: dict[
 
 def audit_section(audit: dict, figures: dict[str, Path], out: Path, target: Any) -> str:
     title = f"## Bias audit: {audit.get('attribute')} in {audit.get('encoder')}"
+    mode = ablation_mode_words((audit.get("ablation") or {}).get("mode", "mean"))
     captions = {"audit_groups": "The other tasks' test accuracy per group, with intervals; red: gap beyond chance",
                 "overlap": "Jaccard overlap of the tasks' minimal subsets, each cell J / chance",
-                "audit_ablation": "Accuracy with all neurons, without the attribute's neurons, without random ones"}
+                "audit_checks": "Each task's ranking at the audited layer: top k kept alone vs k random and the bottom k",
+                "audit_ablation": "Accuracy with all neurons, without the attribute's neurons, without random ones; "
+                                  f"removal by {mode}"}
     return _section(title, audit_findings(audit, target), audit_tables(audit), captions, figures, out)
 
 
@@ -745,15 +797,21 @@ def ablation_findings(ablation: dict, target: Any) -> list[str]:
                       if m.get("reached", True) else
                       f"**Minimal subset**: the target was not reached; the search stopped at {m['k']} neurons "
                       f"({pct(m.get('fraction'))}) for ")
-                     + f"probe's validation accuracy ({num(m.get('accuracy'))} vs {num(m.get('full_accuracy'))}).")
+                     + f"probe's validation accuracy ({num(m.get('accuracy'))} vs {num(m.get('full_accuracy'))})."
+                     + (f" Against random neurons: {m['summary']}." if m.get("summary") else ""))
+    check = ablation.get("check")
+    if check:
+        items.append(f"**Ranking check** ({ablation.get('method', 'weight')} ranking, top k kept alone and retrained "
+                     f"vs k random neurons): {check.get('summary')}.")
     c = ablation.get("ablation") or {}
     fractions = c.get("fractions") or []
     if fractions:
         i = _closest(fractions, m.get("fraction"))
         f, k = fractions[i], (c.get("ks") or [None] * len(fractions))[i]
+        mode = ablation_mode_words(c.get("mode"))
         items.append(
             f"**Top vs random vs bottom** at {pct(f, 0)} of the neurons ({k}; the fraction nearest the minimal subset): "
-            f"removing them without retraining gives top {num(c['removed_top'][i])}, random "
+            f"removing them without retraining, by {mode}, gives top {num(c['removed_top'][i])}, random "
             f"{num(c['removed_random_mean'][i])} ± {num(c['removed_random_std'][i])}, bottom "
             f"{num(c['removed_bottom'][i])} (all neurons {num(c.get('full_accuracy'))}): removing the top ones is "
             f"{removal_verdict(c['removed_top'][i], c['removed_random_mean'][i], c['removed_random_std'][i])}. "
@@ -763,8 +821,9 @@ def ablation_findings(ablation: dict, target: Any) -> list[str]:
         harmful = [pct(fr, 0) for fr, t, mu, sd in zip(fractions, c["removed_top"], c["removed_random_mean"],
                                                         c["removed_random_std"])
                    if removal_verdict(t, mu, sd).startswith("a larger drop")]
-        items.append("Removing the top neurons hurts more than removing random ones at " + _join(harmful) + " of the neurons."
-                     if harmful else "At no fraction does removing the top neurons hurt more than removing random ones.")
+        items.append(f"Removing the top neurons by {mode} hurts more than removing random ones at " + _join(harmful)
+                     + " of the neurons." if harmful else
+                     f"At no fraction does removing the top neurons by {mode} hurt more than removing random ones.")
     sentence = layers_sentence(ablation)
     if sentence:
         items.append(sentence)
@@ -797,8 +856,23 @@ def layers_sentence(ablation: dict) -> str:
     return text + "."
 
 
+def check_table(checks: dict, title: str) -> str:
+    """Top / random / bottom test accuracy per k, one row per (task, k)."""
+    rows = []
+    for task, c in checks.items():
+        for i, k in enumerate(c["ks"]):
+            rows.append([task, k, num(c["top_test"][i], 3),
+                         f"{num(c['random_test_mean'][i], 3)} ± {num(c['random_test_std'][i], 3)}",
+                         num(c["bottom_test"][i], 3), (c.get("verdicts") or ["–"] * len(c["ks"]))[i]])
+    return title + "\n\n" + md_table(["task", "k", "top k", "random k", "bottom k", "top vs random"], rows)
+
+
 def ablation_tables(ablation: dict) -> list[str]:
     parts = []
+    if ablation.get("check"):
+        parts += [check_table({ablation.get("task"): ablation["check"]},
+                              "### Ranking check: test accuracy of the top k neurons kept alone (random: mean ± SD "
+                              "of 5 draws)")]
     c = ablation.get("ablation") or {}
     if c.get("fractions"):
         rows = [[pct(f, 0), k, num(t, 3), f"{num(rm, 3)} ± {num(rs, 3)}", num(b, 3), num(kt, 3),
@@ -807,7 +881,8 @@ def ablation_tables(ablation: dict) -> list[str]:
                     c["fractions"], c.get("ks") or [""] * len(c["fractions"]), c["removed_top"],
                     c["removed_random_mean"], c["removed_random_std"], c["removed_bottom"], c["kept_top"],
                     c["kept_random_mean"], c["kept_random_std"], c["kept_bottom"])]
-        parts += ["### Ablation curves (test accuracy)", md_table(
+        mode = ablation_mode_words(c.get("mode"))
+        parts += [f"### Ablation curves: test accuracy; removal by {mode}, no retraining", md_table(
             ["% neurons", "k", "removed: top", "removed: random", "removed: bottom", "kept: top", "kept: random",
              "kept: bottom"], rows)]
     if ablation.get("top_counts") and ablation.get("layers"):
@@ -821,8 +896,11 @@ def ablation_tables(ablation: dict) -> list[str]:
 
 def ablation_section(ablation: dict, figures: dict[str, Path], out: Path, target: Any) -> str:
     title = f"## Neuron ablation: {ablation.get('task')} in {ablation.get('encoder')} (layer {ablation.get('layer')})"
-    captions = {"ablation_curves": "Left: top / random / bottom neurons removed without retraining; right: kept "
-                                   "alone and retrained; dotted: minimal subset",
+    mode = ablation_mode_words((ablation.get("ablation") or {}).get("mode"))
+    captions = {"ablation_curves": f"Left: top / random / bottom neurons removed by {mode}, without retraining; right: "
+                                   "kept alone and retrained; dotted: minimal subset",
+                "ranking_check": "The ranking's top k neurons kept alone and retrained, against k random and the bottom "
+                                 "k (test accuracy); dotted: the minimal subset's k and random neurons' k",
                 "minimal_subset": "Validation accuracy of a probe on the top k neurons, with the threshold",
                 "ablation_layers": "Where the top neurons live, relative to each layer's size"}
     return _section(title, ablation_findings(ablation, target), ablation_tables(ablation), captions, figures, out)
@@ -922,7 +1000,8 @@ def summary_table(results: dict) -> str:
                     continue
                 twin = _by_layer(twin_unit(sweep, encoder, task)).get(best["layer"])
                 rows.append([encoder, task, best["layer"], ival(best["accuracy"], 3),
-                             num(value(twin["accuracy"]), 3) if twin else "–", num(best.get("selectivity"), 3)])
+                             num(value(twin["accuracy"]), 3) if twin else "–",
+                             NA if selectivity_note(unit) is not None else num(best.get("selectivity"), 3)])
         lines.append(_text_table(["encoder", "task", "best layer", "test accuracy [CI]", "random twin", "selectivity"],
                                  rows))
     audit = results.get("audit")
@@ -931,11 +1010,20 @@ def summary_table(results: dict) -> str:
         flagged = [f"{t} (worse for {g.get('worst_group')}, gap {ival(g['gap'])})"
                    for t, g in (audit.get("groups") or {}).items() if g.get("flagged")]
         lines.append(f"audit: {audit.get('attribute')} in {audit.get('encoder')} at {audit.get('layer')}: "
-                     f"minimal subset k={mine.get('k', '–')} ({pct(mine.get('fraction'))}); flagged gaps: "
-                     + (", ".join(flagged) if flagged else "none"))
+                     f"minimal subset k={mine.get('k', '–')} ({pct(mine.get('fraction'))}{_versus_random(mine)}); "
+                     "flagged gaps: " + (", ".join(flagged) if flagged else "none"))
+        failing = [t for t, c in (audit.get("checks") or {}).items() if not c.get("beats_random")]
+        if failing:
+            lines.append(f"audit: the {audit.get('method')} ranking does not beat random neurons at small k for "
+                         f"{', '.join(failing)}")
     ablation = results.get("ablation")
     if ablation:
         m = ablation.get("minimal_subset") or {}
         lines.append(f"ablation: {ablation.get('task')} in {ablation.get('encoder')} (layer {ablation.get('layer')}): "
-                     f"minimal subset k={m.get('k', '–')} of {ablation.get('n_neurons')} ({pct(m.get('fraction'))})")
+                     f"minimal subset k={m.get('k', '–')} of {ablation.get('n_neurons')} ({pct(m.get('fraction'))}"
+                     f"{_versus_random(m)})"
+                     + (f"; the {ablation.get('method')} ranking does not beat random neurons at small k"
+                        if ablation.get("check") and not ablation["check"].get("beats_random") else "")
+                     + (f"; curves by {ablation_mode_words(ablation['ablation'].get('mode'))}"
+                        if ablation.get("ablation") else ""))
     return "\n".join(lines) if lines else "(no results)"

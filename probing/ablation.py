@@ -9,22 +9,25 @@ Public API
   call).
 - :class:`AblationCurve` - the result, a frozen dataclass of read-only arrays (``as_dict`` for JSON).
 
-What "removing" a neuron means (``mode``)
------------------------------------------
+What "removing" a neuron means (``mode``; default ``"mean"``)
+-------------------------------------------------------------
 The probe is a duck type: it needs ``predict`` on *raw* features and, for ``mode="mean"``, the
 training-split mean ``mean_`` (as :class:`~probing.probe.ElasticNetProbe`, which standardises
-internally with ``mean_`` / ``scale_``).
+internally with ``mean_`` / ``scale_``). :data:`MODE_DESCRIPTIONS` names each mode in words, for
+figure titles and report sentences.
 
-- ``mode="mean"``: the neuron's raw value is replaced by its training mean ``mean_``. For a
-  standardised probe that is a standardised value of exactly 0, so the neuron's term
-  ``w_j * z_j`` vanishes from every logit: identical to setting its weight to 0. This is the clean
-  "the probe no longer sees this neuron" ablation, and the one to report by default.
-- ``mode="zero"``: the neuron's raw value is set to 0 (what "zeroing a neuron" means in the
-  activation-patching literature and in NeuroX's ``zero_out_activations_keep_neurons``). For a
-  standardised probe raw 0 is the standardised value ``-mean_ / scale_``: a neuron with a large
-  offset is pushed far out of its training distribution, so zero ablation can hurt *more* than
-  removing the neuron's information (it adds a constant shift ``-w_j * mean_j / scale_j`` to the
-  logits). The two modes coincide exactly when the training mean is 0.
+- ``mode="mean"`` (the default): *mean ablation*, which stays **in distribution**. The neuron's raw
+  value is replaced by its training mean ``mean_``. For a standardised probe that is a standardised
+  value of exactly 0, so the neuron's term ``w_j * z_j`` vanishes from every logit: identical to
+  setting its weight to 0. This is the clean "the probe no longer sees this neuron" ablation, and the
+  one to report.
+- ``mode="zero"``: *raw-zero ablation*, an **out-of-distribution shift**, kept as an option for
+  comparison with the activation-patching literature and NeuroX's
+  ``zero_out_activations_keep_neurons``. The neuron's raw value is set to 0. For a standardised probe
+  raw 0 is the standardised value ``-mean_ / scale_``: a neuron with a large offset is pushed far out
+  of its training distribution, so raw-zero ablation can hurt *more* than removing the neuron's
+  information (it adds a constant shift ``-w_j * mean_j / scale_j`` to the logits). The two modes
+  coincide exactly when the training mean is 0.
 
 (Setting the *standardised* value to 0 is the same thing as ``"mean"``, which is why it is not a
 separate mode.)
@@ -40,13 +43,26 @@ import numpy as np
 
 from probing.checks import feature_matrix, label_vector
 from probing.metrics import accuracy
-from probing.probe import TRAINING_PARAMS, fit_probes
 
-__all__ = ["AblationCurve", "MODES", "ablate", "ablation_curve"]
+__all__ = ["AblationCurve", "DEFAULT_MODE", "MODES", "MODE_DESCRIPTIONS", "ablate", "ablation_curve"]
 
-MODES = ("zero", "mean")
+MODES = ("mean", "zero")
+DEFAULT_MODE = "mean"
+#: Each mode in words, as figure titles and report sentences name it.
+MODE_DESCRIPTIONS = {
+    "mean": "mean ablation (in distribution)",
+    "zero": "raw-zero ablation (out of distribution)",
+}
 DEFAULT_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+
+
+def fit_probes(*args: Any, **kwargs: Any) -> list:
+    """:func:`probing.probe.fit_probes`, imported on first use: the probe pulls in torch and Lightning, which
+    a reader of :data:`MODE_DESCRIPTIONS` (a report) does not need."""
+    from probing.probe import fit_probes as fit
+
+    return fit(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,13 +151,14 @@ def _ablated_score(probe: Any, X: np.ndarray, y: np.ndarray, neurons: np.ndarray
 # public API
 
 
-def ablate(probe: Any, X: Any, y: Any, neurons: Any, mode: str = "zero") -> float:
+def ablate(probe: Any, X: Any, y: Any, neurons: Any, mode: str = DEFAULT_MODE) -> float:
     """Accuracy of the fitted ``probe`` on (X, y) with ``neurons`` removed, without retraining.
 
-    ``X`` holds raw features (the probe standardises them itself). ``mode="zero"`` sets the removed
-    neurons' raw values to 0; ``mode="mean"`` sets them to the probe's training mean ``mean_``, i.e.
-    standardised 0, which removes exactly their contribution to the logits (see the module docstring
-    for why the two differ). ``neurons`` may be empty: then this is the probe's own accuracy.
+    ``X`` holds raw features (the probe standardises them itself). ``mode="mean"`` (the default, mean
+    ablation, in distribution) sets the removed neurons to the probe's training mean ``mean_``, i.e.
+    standardised 0, which removes exactly their contribution to the logits; ``mode="zero"`` (raw-zero
+    ablation, an out-of-distribution shift) sets their raw values to 0 (see the module docstring for
+    why the two differ). ``neurons`` may be empty: then this is the probe's own accuracy.
 
     Raises ValueError for neuron indices out of range, duplicated, or more than the probe has; for NaN
     or Inf features; for X of the wrong width; for X and y of different lengths; for an unknown mode.
@@ -161,9 +178,9 @@ class AblationCurve:
     ``full_accuracy``: the probe with nothing removed. ``seeds``: the seeds of the random subsets; the
     random subset for seed s is a prefix of one seeded permutation, so random-k sets are nested over k.
 
-    Removed, no retraining (``mode`` says how): ``removed_top``, ``removed_bottom``,
-    ``removed_random`` (n_seeds, n_k) with ``removed_random_mean`` / ``removed_random_std`` (population
-    std over seeds).
+    Removed, no retraining (``mode`` says how, see :data:`MODE_DESCRIPTIONS`): ``removed_top``,
+    ``removed_bottom``, ``removed_random`` (n_seeds, n_k) with ``removed_random_mean`` /
+    ``removed_random_std`` (population std over seeds).
 
     Kept only, retrained (``None`` unless ``retrain`` was given): ``kept_top``, ``kept_bottom``,
     ``kept_random`` (n_seeds, n_k), ``kept_random_mean``, ``kept_random_std``; each a probe with the
@@ -235,6 +252,8 @@ def _fit_params(probe: Any) -> tuple[float, float, dict]:
     params = dict(get_params())
     if "l1" not in params or "l2" not in params:
         raise ValueError("probe.get_params() must give l1 and l2 to retrain with")
+    from probing.probe import TRAINING_PARAMS
+
     kwargs = {name: params[name] for name in TRAINING_PARAMS if name in params}
     return params["l1"], params["l2"], kwargs
 
@@ -247,14 +266,15 @@ def ablation_curve(
     *,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     random_seeds: Sequence[int] = DEFAULT_SEEDS,
-    mode: str = "zero",
+    mode: str = DEFAULT_MODE,
     retrain: Optional[tuple[Any, Any, Any, Any]] = None,
 ) -> AblationCurve:
     """Ablation curves of a fitted probe over a ranking (every neuron index, most salient first).
 
     For each fraction, k = round(fraction * n_features) (at least 1): the test accuracy with the top-k
     (``ranking[:k]``), bottom-k (``ranking[-k:]``) and random-k neurons (one draw per seed) removed
-    as in :func:`ablate` with ``mode``, without retraining.
+    as in :func:`ablate` with ``mode`` (default ``"mean"``: mean ablation, in distribution;
+    ``"zero"``: raw-zero ablation, an out-of-distribution shift), without retraining.
 
     ``retrain=(X_train, y_train, X_val, y_val)`` also gives the "keep only" curves: probes retrained
     on only the top-k, only the bottom-k and only the random-k neurons (same random sets as above),

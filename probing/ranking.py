@@ -9,8 +9,9 @@ weights comparable between neurons and between layers.
 
 Public API
 ----------
-- :func:`rank_neurons` - every neuron index, most salient first (``"weight"``, ``"neurox"``,
-  ``"probeless"``).
+- :func:`rank_neurons` - every neuron index, most salient first (``"path"``, the default: the order in
+  which neurons enter along the elastic-net regularisation path, see :mod:`probing.path`; ``"weight"``,
+  ``"neurox"``, ``"probeless"``).
 - :func:`neurox_ordering` - NeuroX's ``get_neuron_ordering`` (ordering and cutoffs), vectorised.
 - :func:`rank_per_class` - each class's own ordering.
 - :func:`rank_across_layers` - one ranking over all layers' neurons, and where the top-k live.
@@ -28,6 +29,8 @@ import numpy as np
 from scipy.stats import hypergeom
 
 __all__ = [
+    "DATA_METHODS",
+    "DEFAULT_METHOD",
     "METHODS",
     "Overlap",
     "chance_jaccard",
@@ -39,7 +42,10 @@ __all__ = [
     "rank_per_class",
 ]
 
-METHODS = ("weight", "neurox", "probeless")
+METHODS = ("path", "weight", "neurox", "probeless")
+DEFAULT_METHOD = "path"
+# Methods that rank from the features and labels (the probe is used for a shape check only).
+DATA_METHODS = ("path", "probeless")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,9 +148,10 @@ def _neurox_order(coef: np.ndarray, search_stride: int) -> tuple[np.ndarray, np.
     return order, cutoffs
 
 
-def _probeless_score(X: Any, y: Any, n_features: int | None) -> np.ndarray:
+def _data(method: str, X: Any, y: Any, n_features: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Checked features (float64) and labels for the methods that rank from data."""
     if X is None or y is None:
-        raise ValueError('method "probeless" needs the features and labels: rank_neurons(probe, "probeless", X=X, y=y)')
+        raise ValueError(f'method "{method}" needs the features and labels: rank_neurons(probe, "{method}", X=X, y=y)')
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -160,9 +167,13 @@ def _probeless_score(X: Any, y: Any, n_features: int | None) -> np.ndarray:
         raise ValueError("X contains NaN or Inf")
     if y.dtype.kind == "f" and np.any(np.isnan(y)):
         raise ValueError("y contains NaN")
+    if np.unique(y).shape[0] < 2:
+        raise ValueError(f"{method} ranking needs at least 2 classes in y, got {np.unique(y).shape[0]}")
+    return X, y
+
+
+def _probeless_score(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     classes, codes = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"probeless ranking needs at least 2 classes in y, got {len(classes)}")
     Z = _standardise(X)
     counts = np.bincount(codes, minlength=len(classes)).astype(np.float64)
     sums = np.zeros((len(classes), Z.shape[1]))
@@ -180,7 +191,7 @@ def _probeless_score(X: Any, y: Any, n_features: int | None) -> np.ndarray:
 
 def rank_neurons(
     probe: Any,
-    method: str = "weight",
+    method: str = DEFAULT_METHOD,
     *,
     X: Any = None,
     y: Any = None,
@@ -195,7 +206,14 @@ def rank_neurons(
         feature units (a binary model may have one row), or such an array.  May be ``None`` for
         ``"probeless"``, which does not use the probe.
     method
-        ``"weight"`` (default): the L2 norm over classes of each neuron's weights.  The weights must
+        ``"path"`` (default): the order in which neurons enter a group-lasso softmax probe along a
+        decreasing sequence of L1 strengths (:class:`probing.path.RegularisationPath`, fitted on ``X``
+        and ``y``; the probe is used for a shape check only). On correlated features (a real encoder's)
+        it is the one of these that finds the neurons: a dense probe's weights are large where
+        correlated neurons cancel each other, so ``"weight"`` and ``"neurox"`` can rank no better than
+        random neurons there (see the README's "Neuron rankings" section). Needs ``X`` and ``y``.
+
+        ``"weight"``: the L2 norm over classes of each neuron's weights.  The weights must
         be in standardised units (the probe saw z-scored features): a raw weight is large for a
         neuron of small scale and tiny for one of large scale, and an offset moves weight into the
         intercept, so ranking raw weights would rank neurons by their units, not by what they
@@ -214,17 +232,23 @@ def rank_neurons(
         |mean_a - mean_b| of its values, computed on ``X`` standardised per neuron (so scale and
         offset do not count).  Needs ``X`` and ``y``; the probe is not used beyond a shape check.
     X, y
-        Features (n_samples, n_features) and labels, for ``"probeless"`` only.
+        Features (n_samples, n_features) and labels (the training split), for ``"path"`` and
+        ``"probeless"`` only.
     search_stride
         Number of percentage steps of the NeuroX sweep (NeuroX's default is 100).
     """
     if method not in METHODS:
         raise ValueError(f"unknown ranking method {method!r}; known methods: {', '.join(METHODS)}")
-    if method == "probeless":
+    if method in DATA_METHODS:
         n_features = None if probe is None else _coef(probe).shape[1]
-        return _order(_probeless_score(X, y, n_features))
+        X, y = _data(method, X, y, n_features)
+        if method == "probeless":
+            return _order(_probeless_score(X, y))
+        from probing.path import RegularisationPath
+
+        return RegularisationPath().fit(X, y).ranking_
     if probe is None:
-        raise ValueError(f'method "{method}" needs a fitted probe (only "probeless" works without one)')
+        raise ValueError(f'method "{method}" needs a fitted probe ("path" and "probeless" work without one)')
     coef = _coef(probe)
     if method == "weight":
         return _order(_weight_score(coef))

@@ -4,12 +4,16 @@ The split policy is part of the task because it decides what a probe's accuracy 
 probe (gender, dialect, channel) tested on speakers it was trained on can score by recognising the
 speakers, so attribute tasks are speaker-disjoint; speaker identification is closed-set, so every
 speaker must be in every part.
+
+A task also says whether its control task (:func:`tasks.splits.control_labels`: one random label per
+speaker) means anything: for a task whose labels *are* the speaker ids it does not, since a probe learns
+the control labels by recognising speakers, which is the task itself (:attr:`Task.control_note`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import pandas as pd
@@ -19,6 +23,12 @@ from tasks.errors import CorpusError
 SplitPolicy = Literal["speaker_disjoint", "within_speaker"]
 SPEAKER_DISJOINT: SplitPolicy = "speaker_disjoint"
 WITHIN_SPEAKER: SplitPolicy = "within_speaker"
+
+#: Why selectivity is not reported for a task whose labels are the speakers.
+SPEAKER_CONTROL_NOTE = (
+    "the control task (a random label per speaker) is itself learnt by recognising speakers, so it cannot "
+    "separate memorisation from speaker information"
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,16 @@ class Task:
                 f"task {self.name}: split_policy must be {SPEAKER_DISJOINT!r} or {WITHIN_SPEAKER!r}, "
                 f"got {self.split_policy!r}"
             )
+
+    @property
+    def labels_are_speakers(self) -> bool:
+        """The labels are the speaker ids (speaker identification)."""
+        return self.label_column == "speaker"
+
+    @property
+    def control_note(self) -> Optional[str]:
+        """Why this task's control task (and so its selectivity) means nothing; None when it does."""
+        return SPEAKER_CONTROL_NOTE if self.labels_are_speakers else None
 
 
 BUILTIN_TASKS: dict[str, Task] = {

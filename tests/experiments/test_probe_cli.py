@@ -137,6 +137,25 @@ def test_one_setting_for_chosen_layers(store: Path, tmp_path: Path) -> None:
     assert not (out / "control_probes").exists()
 
 
+def test_speaker_task_has_no_control_and_says_why(store: Path, tmp_path: Path) -> None:
+    """The speaker task's control task (a random label per speaker) is speaker identity again: not trained,
+    selectivity null with the reason, n/a in the printed table."""
+    from tasks.tasks import SPEAKER_CONTROL_NOTE
+
+    out = tmp_path / "speaker"
+    code, stdout, err = _run(["probe", "--store", str(store), "--task", "speaker", "--out", str(out), "--layers",
+                              "block1", "--l1", "0", "--l2", "0.0001", "--quiet", *FAST])
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["control"] is False and results["selectivity_note"] == SPEAKER_CONTROL_NOTE
+    (score,) = results["layers"]
+    assert score["control_accuracy"] is None and score["selectivity"] is None
+    assert not (out / "control_probes").exists() and "control_probe_dirs" not in results
+    row = next(line for line in stdout.splitlines() if line.startswith("block1"))
+    assert row.split()[-3:-1] == ["n/a", "n/a"]
+    assert f"control and selectivity n/a for speaker: {SPEAKER_CONTROL_NOTE}" in stdout
+
+
 def test_grid_choice_is_from_the_grid(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "grid"
     out.mkdir()  # an existing empty folder is fine
@@ -164,9 +183,9 @@ def test_neurons_of_one_layer(planted_store: Path, tmp_path: Path) -> None:
     assert code == 0, err
     result = json.loads((out / "neurons.json").read_text())
     d = result["n_neurons"]
-    assert d == 32 and result["layer"] == PLANTED_LAYER and result["method"] == "weight"
+    assert d == 32 and result["layer"] == PLANTED_LAYER and result["method"] == "path"
     assert sorted(result["ranking"]) == list(range(d))
-    # only the planted neurons vary, and they carry the label: the weight ranking must put them first
+    # only the planted neurons vary, and they carry the label: the default (path) ranking must put them first
     assert set(result["ranking"][:len(PLANTED)]) == set(PLANTED)
     classes = sorted(set(_store(planted_store).index[TASK]))
     assert sorted(result["per_class"]) == classes
@@ -177,6 +196,8 @@ def test_neurons_of_one_layer(planted_store: Path, tmp_path: Path) -> None:
     assert m["reached"] and m["accuracy"] >= m["threshold"] - 1e-12
     assert m["threshold"] == pytest.approx(0.97 * m["full_accuracy"])
     ablation = result["ablation"]
+    assert ablation["mode"] == result["ablation_mode"] == "mean"  # in distribution unless asked otherwise
+    assert "removed by mean ablation (in distribution)" in stdout
     n_k = len(ablation["fractions"])
     for key in ("ks", "removed_top", "removed_bottom", "removed_random_mean", "kept_top", "kept_bottom",
                 "kept_random_mean"):

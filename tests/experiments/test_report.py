@@ -149,6 +149,65 @@ def test_attribute_removal_like_random_is_said(sample, tmp_path) -> None:
     assert "no different from random removal" in line
 
 
+def test_speaker_selectivity_is_na_with_the_reason_once(sample, tmp_path) -> None:
+    """The sample predates the note and holds speaker selectivity numbers: the report shows n/a for them, states
+    the reason once, and still reports the other tasks' selectivity; so does the terminal summary."""
+    from tasks.tasks import SPEAKER_CONTROL_NOTE
+
+    results = copy.deepcopy(sample)
+    speaker = next(u for u in results["sweep"]["results"] if (u["role"], u["task"]) == ("model", "speaker"))
+    assert all(s["selectivity"] is not None for s in speaker["layers"])
+    md = report_of(results, tmp_path)
+    table = md[md.index("### ge2e: per-layer results"):]
+    table = table[:table.index("\n### ", 1)]
+    rows = [line for line in table.splitlines() if line.startswith("| speaker |")]
+    assert len(rows) == len(speaker["layers"])
+    assert all(line.split("|")[5:7] == [" n/a ", " n/a "] for line in rows)  # control, selectivity
+    assert md.count(SPEAKER_CONTROL_NOTE) == 1 and f"**Selectivity n/a for speaker**: {SPEAKER_CONTROL_NOTE}." in md
+    finding = next(line for line in md.splitlines() if line.startswith("- **ge2e / speaker**"))
+    assert "Selectivity: n/a" in finding and "Selectivity at" not in finding and "not selective" not in finding
+    gender = next(line for line in md.splitlines() if line.startswith("- **ge2e / gender**"))
+    assert "Selectivity at lstm2: 0.30" in gender
+    summary = {tuple(line.split()[:2]): line for line in summary_table(results).splitlines()}
+    assert summary[("ge2e", "speaker")].endswith("n/a") and summary[("ge2e", "gender")].endswith("0.295")
+
+
+def test_selectivity_figure_leaves_out_the_speaker_line(sample, tmp_path, monkeypatch) -> None:
+    import matplotlib.pyplot as plt
+
+    import experiments.figures as figures_module
+
+    drawn = []
+    monkeypatch.setattr(figures_module, "_save", lambda fig, path: drawn.append(fig) or path)
+    figures_module.draw_selectivity(sample["sweep"], tmp_path / "selectivity.png")
+    (fig,) = drawn
+    try:
+        labels = {line.get_label() for line in fig.axes[0].get_lines()}
+        assert {"gender", "dialect", "channel"} <= labels and "speaker" not in labels  # one line per task but speaker
+        note = fig.get_supxlabel()
+        assert note.startswith("speaker: selectivity n/a") and "recognising" in note
+    finally:
+        plt.close(fig)
+
+
+def test_every_ablation_sentence_names_the_mode(sample, tmp_path) -> None:
+    """The sample's curves predate the mode key (they were raw zeros); the audit recorded mean ablation."""
+    results = copy.deepcopy(sample)
+    assert results["audit"]["ablation"]["mode"] == "mean"
+    results["ablation"]["ablation"].pop("mode", None)
+    md = report_of(results, tmp_path)
+    section = md[md.index("## Neuron ablation"):]
+    assert "removing them without retraining, by raw-zero ablation (out of distribution), gives top" in section
+    assert "### Ablation curves: test accuracy; removal by raw-zero ablation (out of distribution)" in section
+    assert "Removing the top neurons by raw-zero ablation (out of distribution)" in section
+    assert "**Removing the gender neurons** by mean ablation (in distribution), at lstm2" in md
+    assert "curves by raw-zero ablation (out of distribution)" in summary_table(results)
+    results["ablation"]["ablation"]["mode"] = "mean"
+    md = report_of(results, tmp_path)
+    section = md[md.index("## Neuron ablation"):]
+    assert "by mean ablation (in distribution), gives top" in section and "raw-zero" not in md
+
+
 @pytest.mark.parametrize("missing", ["sweep", "audit", "ablation"])
 def test_absent_sections_have_no_heading(sample, tmp_path, missing) -> None:
     results = {k: v for k, v in copy.deepcopy(sample).items() if k != missing}
@@ -189,3 +248,48 @@ def test_rewrite_replaces_files_atomically(run, sample) -> None:
     again, _ = write_report(sample, figures, out)
     assert again.read_text() == md
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def _check(top: list[float], random: list[float], beats: bool, summary: str) -> dict:
+    ks = [1, 3, 10, 30]
+    return {"ks": ks, "top_test": top, "random_test_mean": random, "random_test_std": [0.01] * 4,
+            "bottom_test": [0.5] * 4, "verdicts": ["better" if t > r + 0.02 else "worse" if t < r - 0.02 else "same"
+                                                    for t, r in zip(top, random)],
+            "beats_random": beats, "summary": summary}
+
+
+def test_a_ranking_that_does_not_beat_random_is_said_never_silently(sample, tmp_path) -> None:
+    results = copy.deepcopy(sample)
+    failing = "the ranking does not beat random neurons at k <= 10: the top 1 neuron kept alone reaches 0.45"
+    results["ablation"]["method"] = "weight"
+    results["ablation"]["check"] = _check([0.45, 0.56, 0.67, 0.81], [0.54, 0.74, 0.84, 0.87], False, failing)
+    results["ablation"]["minimal_subset"].update(random_k=[240, 260, 250], random_k_median=250.0, is_minimal=False,
+                                                 summary="257 neurons keep 97% of the accuracy; random neurons need "
+                                                         "250: not a finding, random neurons do about as well")
+    md = report_of(results, tmp_path, figures=True)
+    assert f"**Ranking check** (weight ranking, top k kept alone and retrained vs k random neurons): {failing}." in md
+    assert "random neurons need 250: not a finding" in md
+    assert "| gender | 1 | 0.450 | 0.540 ± 0.010 | 0.500 | worse |" in md
+    assert (tmp_path / "figures" / "ranking_check.png").is_file()
+    summary = summary_table(results)
+    assert "random neurons 250: not a finding" in summary
+    assert "the weight ranking does not beat random neurons at small k" in summary
+    # and a passing check is not called failing
+    results["ablation"]["check"] = _check([0.85, 0.92, 0.93, 0.93], [0.58, 0.79, 0.89, 0.91], True, "fine")
+    assert "does not beat random" not in summary_table(results)
+
+
+def test_audit_names_the_tasks_whose_ranking_fails(sample, tmp_path) -> None:
+    results = copy.deepcopy(sample)
+    audit = results["audit"]
+    audit["method"] = "path"
+    tasks = [audit["attribute"], *audit["tasks"]]
+    audit["checks"] = {t: _check([0.9, 0.9, 0.9, 0.9], [0.6, 0.7, 0.8, 0.85], True, f"{t} beats random")
+                       for t in tasks}
+    audit["checks"]["channel"] = _check([0.2, 0.3, 0.4, 0.5], [0.2, 0.3, 0.4, 0.5], False, "channel does not beat random")
+    md = report_of(results, tmp_path, figures=True)
+    assert "the ranking does not beat random neurons at small k for channel, so its subsets and overlaps" in md
+    # the failing task's sentence comes first
+    assert md.index("**channel**: channel does not beat random") < md.index(f"**{audit['attribute']}**: ")
+    assert (tmp_path / "figures" / "audit_checks.png").is_file()
+    assert "audit: the path ranking does not beat random neurons at small k for channel" in summary_table(results)

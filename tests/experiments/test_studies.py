@@ -81,6 +81,77 @@ def test_run_writes_results_report_figures_and_logs(study):
     assert "sweep ge2e / gender" in err  # progress on stderr
 
 
+def test_speaker_selectivity_is_na_and_ablation_is_mean(study):
+    """The speaker task trains no control probes (its control task is speaker identity again): null control and
+    selectivity with the reason in the unit, results, report and dashboard; the ablation study removes by the
+    training mean and says so."""
+    from tasks.tasks import SPEAKER_CONTROL_NOTE
+
+    root, *_ = study
+    run = root / "run"
+    results = json.loads((run / "results.json").read_text())
+    units = {(u["encoder"], u["task"]): u for u in results["sweep"]["results"]}
+    for encoder in ("ge2e", "random:ge2e"):
+        speaker, gender = units[(encoder, "speaker")], units[(encoder, "gender")]
+        assert speaker["selectivity_note"] == SPEAKER_CONTROL_NOTE and "selectivity_note" not in gender
+        assert all(s["selectivity"] is None and s["control_accuracy"] is None for s in speaker["layers"])
+        assert all(isinstance(s["selectivity"], float) for s in gender["layers"])
+    folder = run / "units" / "sweep" / "ge2e"
+    assert not (folder / "speaker" / "control_probes").exists() and (folder / "gender" / "control_probes").is_dir()
+    unit = json.loads((folder / "speaker" / "unit.json").read_text())
+    assert unit["selectivity_note"] == SPEAKER_CONTROL_NOTE and unit["layers"][0]["selectivity"] is None
+    finding = next(f for f in results["sweep"]["findings"] if f["task"] == "speaker")
+    assert finding["selectivity"] is None and finding["selectivity_note"] == SPEAKER_CONTROL_NOTE
+    report = (run / "report.md").read_text()
+    assert report.count(SPEAKER_CONTROL_NOTE) == 1 and "| speaker | lstm1" in report
+    table = pd.read_csv(run / "logs" / "csv" / "tables" / "sweep.csv")
+    speaker_rows = table[table["task"] == "speaker"]
+    assert len(speaker_rows) == 8 and speaker_rows["selectivity"].isna().all()
+    assert table[table["task"] == "gender"]["selectivity"].notna().all()
+    assert results["ablation"]["ablation"]["mode"] == "mean"
+    assert "removing them without retraining, by mean ablation (in distribution)" in report
+
+
+def test_every_ranking_is_checked_against_random_in_its_own_output(study):
+    """The ablation study and the audit rank by the elastic-net path (the default) and carry, for each ranking,
+    its top k kept alone against k random neurons from k = 1 up, and the minimal subset beside random's k."""
+    from probing.ranking_check import WELL_BELOW
+
+    root, *_ = study
+    run = root / "run"
+    results = json.loads((run / "results.json").read_text())
+    ablation, audit = results["ablation"], results["audit"]
+    assert ablation["method"] == "path" and audit["method"] == "path"
+    for check in (ablation["check"], *audit["checks"].values()):
+        assert check["ks"][0] == 1 and len(check["verdicts"]) == len(check["ks"]) == len(check["top_test"])
+        assert np.asarray(check["random_test"]).shape == (5, len(check["ks"]))
+        small = [v for k, v in zip(check["ks"], check["verdicts"]) if k <= 10]
+        assert check["beats_random"] == ("better" in small and "worse" not in small)
+    assert set(audit["checks"]) == {"gender", "speaker", "channel"}
+    for m in (ablation["minimal_subset"], *audit["salient"].values()):
+        assert len(m["random_k"]) == 3 and m["random_k_median"] == float(np.median(m["random_k"]))
+        assert m["is_minimal"] == (m["k"] <= WELL_BELOW * m["random_k_median"])
+    report = (run / "report.md").read_text()
+    assert f"**Ranking check** (path ranking, top k kept alone and retrained vs k random neurons): " \
+           f"{ablation['check']['summary']}." in report
+    assert "**Ranking checks** (path ranking;" in report and "random neurons need" in report
+    assert (run / "figures" / "ranking_check.png").is_file() and (run / "figures" / "audit_checks.png").is_file()
+
+
+def test_a_speaker_unit_cached_with_selectivity_numbers_reads_as_na():
+    """Units written before the speaker task skipped its control task are read with the numbers nulled."""
+    from experiments.layer_sweep import without_meaningless_control
+    from tasks.tasks import SPEAKER_CONTROL_NOTE
+
+    layers = [{"layer": "lstm1", "selectivity": 0.08, "control_accuracy": 0.73}]
+    old = without_meaningless_control({"task": "speaker", "layers": layers})
+    assert old["selectivity_note"] == SPEAKER_CONTROL_NOTE
+    assert old["layers"] == [{"layer": "lstm1", "selectivity": None, "control_accuracy": None}]
+    assert layers[0]["selectivity"] == 0.08  # the input is not changed
+    gender = {"task": "gender", "layers": layers}
+    assert without_meaningless_control(gender) is gender
+
+
 def test_similarity_section_compares_layers_within_and_against_the_twin(study):
     from encoders.store import RepresentationStore
     from probing.similarity import linear_cka

@@ -1,4 +1,4 @@
-"""Tests for probing.ablation: ablate (zero / mean) and ablation curves with and without retraining."""
+"""Tests for probing.ablation: ablate (mean by default / raw zero) and ablation curves with and without retraining."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import probing.ablation as ablation_module
-from probing.ablation import AblationCurve, ablate, ablation_curve
+from probing.ablation import MODE_DESCRIPTIONS, MODES, AblationCurve, ablate, ablation_curve
 from probing.probe import ElasticNetProbe
 from probing.ranking import rank_neurons
 
@@ -35,7 +35,7 @@ def fitted():
     # full batch: few Lightning epochs keep the test fast
     probe = ElasticNetProbe(l1=1e-3, l2=1e-4, max_epochs=30, batch_size=None, lr=1e-1, patience=5)
     probe.fit(X[tr], y[tr], X[va], y[va])
-    ranking = rank_neurons(probe)
+    ranking = rank_neurons(probe, "weight")  # independent distractors: the probe's weights find the planted neurons
     return SimpleNamespace(
         probe=probe, ranking=ranking,
         X_train=X[tr], y_train=y[tr], X_val=X[va], y_val=y[va], X_test=X[te], y_test=y[te],
@@ -109,6 +109,41 @@ def test_zero_and_mean_differ_with_nonzero_means(fitted):
     centred.mean_ = np.zeros(D)
     Xc = fitted.X_test - probe.mean_
     assert ablate(centred, Xc, fitted.y_test, neurons, mode="zero") == ablate(centred, Xc, fitted.y_test, neurons, mode="mean")
+
+
+def test_default_mode_is_mean_ablation(fitted):
+    """Without a mode, ablate removes a neuron in distribution (its training mean), not by a raw 0."""
+    one = fitted.ranking[:1]  # a planted neuron with a large offset: the two modes differ by > 0.1 here
+    default = ablate(fitted.probe, fitted.X_test, fitted.y_test, one)
+    assert default == ablate(fitted.probe, fitted.X_test, fitted.y_test, one, mode="mean")
+    assert default != ablate(fitted.probe, fitted.X_test, fitted.y_test, one, mode="zero")
+
+
+def test_every_mode_is_named_in_words():
+    assert MODES[0] == "mean" and set(MODE_DESCRIPTIONS) == set(MODES)
+    assert "in distribution" in MODE_DESCRIPTIONS["mean"] and "mean" in MODE_DESCRIPTIONS["mean"]
+    assert "out of distribution" in MODE_DESCRIPTIONS["zero"] and "raw" in MODE_DESCRIPTIONS["zero"]
+
+
+def test_mean_ablation_of_every_neuron_predicts_the_majority_class():
+    """Every neuron at its mean leaves the probe its prior: the training-majority class for every row, so
+    the majority-class accuracy. Raw zeros instead push an offset neuron 5 SDs up, and the probe answers the
+    minority class for every row."""
+    rng = np.random.default_rng(3)
+    n, d = 800, 6
+    X = rng.normal(size=(n, d))
+    y = (X[:, 0] + 0.3 * rng.normal(size=n) > 0.7).astype(int)  # about a quarter positive
+    X[:, 0] -= 5.0  # raw 0 is 5 SDs above the informative neuron's mean
+    X[:, 1:] += 3.0
+    tr, va, te = slice(0, 500), slice(500, 650), slice(650, None)
+    probe = ElasticNetProbe(l1=0.0, l2=1e-4, max_epochs=25, batch_size=None, lr=1e-1, patience=5)
+    probe.fit(X[tr], y[tr], X[va], y[va])
+    assert probe.score(X[te], y[te]) > 0.85
+    majority = np.bincount(y[tr]).argmax()
+    assert majority == 0
+    every = np.arange(d)
+    assert ablate(probe, X[te], y[te], every) == pytest.approx(np.mean(y[te] == majority))
+    assert ablate(probe, X[te], y[te], every, mode="zero") == pytest.approx(np.mean(y[te] != majority))
 
 
 def test_ablate_does_not_modify_input(fitted):
@@ -211,8 +246,13 @@ def test_curve_without_retrain_defaults(fitted, monkeypatch):
     monkeypatch.setattr(ablation_module, "fit_probes", boom)
     c = ablation_curve(fitted.probe, fitted.X_test, fitted.y_test, fitted.ranking)
     assert c.ks.tolist() == [1, 2, 5, 10, 20, 50]
-    assert c.mode == "zero" and c.removed_random.shape == (5, 6)
+    assert c.mode == "mean" and c.removed_random.shape == (5, 6)
     assert c.kept_top is None and c.kept_random_mean is None
+    # the default removes by the training mean, not by raw zeros
+    for i, k in enumerate(c.ks):
+        assert c.removed_top[i] == ablate(fitted.probe, fitted.X_test, fitted.y_test, fitted.ranking[:k], mode="mean")
+    zero = ablation_curve(fitted.probe, fitted.X_test, fitted.y_test, fitted.ranking, mode="zero")
+    assert zero.mode == "zero" and not np.array_equal(zero.removed_top, c.removed_top)
     # deterministic
     again = ablation_curve(fitted.probe, fitted.X_test, fitted.y_test, fitted.ranking)
     np.testing.assert_array_equal(c.removed_random, again.removed_random)

@@ -60,7 +60,7 @@ def fit(X, y, penalty="l2", C=1.0):
 def test_weight_ranking_recovers_planted_neurons(penalty, C):
     X, y, planted, copies = planted_data()
     probe = fit(X, y, penalty, C)
-    ranking = rank_neurons(probe)
+    ranking = rank_neurons(probe, "weight")
     assert sorted(ranking.tolist()) == list(range(X.shape[1]))
     # the three un-copied planted neurons are the very top; the copied pairs share their weight
     # (L1 may keep one of each pair), so the top 7 lie inside planted + copies
@@ -88,6 +88,8 @@ def test_multiclass_planted_neurons_all_methods():
         ranking = rank_neurons(probe, method, X=X, y=y)
         if method == "neurox":  # coarse: neurons entering at one 1% step are in index order
             assert informative <= set(ranking[:10].tolist())
+        elif method == "path":  # the noisy copies add nothing once the planted neurons are in: they may come later
+            assert set(ranking[:5].tolist()) == planted
         else:
             assert set(ranking[:7].tolist()) == informative, method
 
@@ -130,8 +132,8 @@ def test_permutation_equivariance_exact():
 def test_permutation_equivariance_refit():
     X, y, _, _ = planted_data(seed=5, n=1000, d=100)
     perm = np.random.default_rng(5).permutation(X.shape[1])
-    base = rank_neurons(fit(X, y))
-    permuted = rank_neurons(fit(X[:, perm], y))
+    base = rank_neurons(fit(X, y), "weight")
+    permuted = rank_neurons(fit(X[:, perm], y), "weight")
     np.testing.assert_array_equal(perm[permuted][:20], base[:20])
 
 
@@ -153,7 +155,7 @@ def test_scale_and_offset_invariance():
 
 def test_ties_lower_index_first():
     coef = np.array([[0.0, 1.0, 0.0, 1.0, 0.5]])
-    np.testing.assert_array_equal(rank_neurons(coef), [1, 3, 4, 0, 2])
+    np.testing.assert_array_equal(rank_neurons(coef, "weight"), [1, 3, 4, 0, 2])
     np.testing.assert_array_equal(rank_neurons(coef, "neurox"), [1, 3, 4, 0, 2])
 
 
@@ -264,7 +266,7 @@ def test_rank_across_layers():
     ranking_nx, counts_nx = rank_across_layers(coefs, ["l0", "l1", "l2"], k=4, method="neurox")
     assert set(ranking_nx[:4]) == set(ranking[:4]) and counts_nx == counts
     # consistent with ranking the concatenated probe
-    flat = rank_neurons(np.concatenate(coefs, axis=1))
+    flat = rank_neurons(np.concatenate(coefs, axis=1), "weight")
     offsets = {"l0": 0, "l1": 30, "l2": 50}
     assert [offsets[l] + i for l, i in ranking] == flat.tolist()
     _, default_counts = rank_across_layers(coefs, ["a", "b", "c"])
@@ -336,7 +338,7 @@ def test_overlap_p_values():
 
 def test_errors():
     coef = np.ones((2, 5))
-    with pytest.raises(ValueError, match="known methods: weight, neurox, probeless"):
+    with pytest.raises(ValueError, match="known methods: path, weight, neurox, probeless"):
         rank_neurons(coef, "saliency")
     with pytest.raises(ValueError, match="needs the features and labels"):
         rank_neurons(coef, "probeless")
@@ -345,7 +347,7 @@ def test_errors():
     with pytest.raises(ValueError, match="one label per row"):
         rank_neurons(None, "probeless", X=np.ones((6, 5)), y=[0, 1] * 2)
     with pytest.raises(ValueError, match="NaN"):
-        rank_neurons(np.array([[1.0, np.nan]]))
+        rank_neurons(np.array([[1.0, np.nan]]), "weight")
     bad_X = np.random.default_rng(0).normal(size=(6, 3))
     bad_X[2, 1] = np.inf
     with pytest.raises(ValueError, match="NaN or Inf"):
@@ -353,7 +355,9 @@ def test_errors():
     with pytest.raises(ValueError, match="at least 2 classes"):
         rank_neurons(None, "probeless", X=np.ones((4, 3)), y=[1] * 4)
     with pytest.raises(ValueError, match="no coef_"):
-        rank_neurons(SimpleNamespace(coef_=None))
+        rank_neurons(SimpleNamespace(coef_=None), "weight")
+    with pytest.raises(ValueError, match='"path" needs the features and labels'):
+        rank_neurons(coef)
     with pytest.raises(ValueError, match="classes_"):
         rank_per_class(SimpleNamespace(coef_=np.ones((3, 4)), classes_=[0, 1]))
     with pytest.raises(ValueError, match="different numbers of classes"):
