@@ -42,6 +42,7 @@ benchmark: $(STAMP) | $(NEUROX) $(TORCH_CKA)
 	$(BIN)/python benchmarks/mfcc_baseline.py
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/whisper_fast_vs_faithful.py
+	$(BIN)/python benchmarks/ranking_methods.py
 
 clean:
 	rm -rf $(VENV) data *.egg-info $(NEUROX) $(TORCH_CKA)

@@ -18,18 +18,27 @@ Solver: accelerated proximal gradient (FISTA, Beck & Teboulle 2009) with adaptiv
 & Candes 2015), full batch, warm-started from one strength to the next. The proximal step
 (group soft-thresholding) sets a neuron's weights to *exactly* zero until the data outweighs the
 penalty, so "enters" is exact, not a threshold on small weights (Adam alone leaves them near zero).
-Written here rather than taken from scikit-learn: its solvers fit one strength and one problem at a time
-(no group penalty across classes for the multinomial loss, no batching over layers) and cost seconds per
-strength on a 1024-neuron layer; this batched version runs every layer of one width along the whole path
-in one tensor program (on the CPU here, on a GPU by ``device``).
+Each strength is solved on the neurons already in plus those the sequential strong rule admits, and
+checked on all of them (glmnet's screening), with backtracking steps. Written here rather than taken
+from scikit-learn: it has no group penalty across classes for the multinomial loss (a neuron would enter
+per class), and its saga solver costs seconds per strength on a 1024-neuron layer. Torch tensors, so that
+``device`` can put large inputs on a GPU; on the CPU small problems run on one thread (see
+:func:`_threads_for`).
 
 Strengths: ``lam_t = lam_max * lambda_ratio ** ((t + 1) / n_lambdas)``, t = 0..n_lambdas-1, where
 ``lam_max`` (the largest per-neuron gradient norm of the intercept-only model) is the smallest strength
 at which no neuron is in. Ranking: by the first strength at which a neuron is in; ties (neurons entering
 at the same step) by how close each was to entering at the step before (its gradient norm there over
 the strength, the KKT quantity that reaches 1 when a neuron enters), then lower index; neurons that
-never enter come last, ordered by the same quantity at the end of the path. Group lasso paths are not
+never enter come last, ordered by the same quantity at the end of the path. The path stops once
+``max_active`` neurons (default 64) have entered, or the probe explains 99.9% of the training deviance
+(glmnet's rule): the order among the first few dozen neurons is what the minimal subsets and the checks
+against random read, and the late steps, with many neurons in, cost the most. Group lasso paths are not
 always monotone (a neuron can leave after entering); ``n_left_`` counts the neurons that did.
+
+Cost (benchmarks/ranking_methods.py): 0.08-0.4 s per layer of the demo's stores and about half a second
+for 3,200 rows x 384 neurons x 8 classes: 0.7-3.6x an early-stopped 8-setting grid fit of the same
+layer, which stops after a handful of epochs on data this small.
 
 Works on plain arrays only (never imports ``encoders`` or ``tasks``).
 """
@@ -84,36 +93,62 @@ def _residual(X: torch.Tensor, onehot: torch.Tensor, W: torch.Tensor, b: torch.T
     return torch.softmax(torch.addmm(b, X, W), dim=-1) - onehot
 
 
+def _smooth(X: torch.Tensor, onehot: torch.Tensor, theta: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy (+ ridge on the weights) and the softmax residual, for theta = [W; b] on X = [X, 1]."""
+    logits = X @ theta
+    log_p = torch.log_softmax(logits, dim=-1)
+    value = -(log_p * onehot).sum() / X.shape[0]
+    if l2:
+        value = value + l2 * theta[:-1].square().sum()
+    return value, log_p.exp_().sub_(onehot)
+
+
 def _fista(X, onehot, W, b, lam, l2, max_iter, tol):
     """Group-lasso-penalised softmax regression on the columns X (N, k), warm-started at (W, b); returns
-    the solution and the iterations used."""
-    n = X.shape[0]
-    step = 1.0 / _lipschitz(X, l2)
-    threshold = step * lam
+    the solution and the iterations used.
+
+    The weights and the bias are one matrix theta = [W; b] over the columns [X, 1] (half the tensor
+    operations of keeping them apart: at a path's sizes each operation's overhead, not its arithmetic, is
+    the cost). The step starts at 4 / L, L the global curvature bound, and halves until the quadratic
+    upper bound holds (backtracking): the softmax is rarely as curved as the bound allows, so most steps are
+    several times longer than 1 / L."""
+    n, k = X.shape
+    Xa = torch.cat([X, X.new_ones(n, 1)], dim=1)
+    bound = _lipschitz(X, l2)
+    step = 4.0 / bound
+    theta = torch.cat([W, b[None]], dim=0)
+    lam_step = lam
     tiny = torch.finfo(X.dtype).tiny
-    Y_w, Y_b, momentum = W, b, 1.0
+    Y, momentum = theta, 1.0
     for it in range(1, max_iter + 1):
-        residual = _residual(X, onehot, Y_w, Y_b)
-        grad_w = X.T @ residual / n
+        f_y, residual = _smooth(Xa, onehot, Y, l2)
+        grad = Xa.T @ residual / n
         if l2:
-            grad_w = grad_w + 2.0 * l2 * Y_w
-        Z = Y_w - step * grad_w
-        shrink = torch.clamp(1.0 - threshold / torch.linalg.vector_norm(Z, dim=1, keepdim=True).clamp_min(tiny), min=0.0)
-        W_new = Z * shrink
-        b_new = Y_b - step * residual.mean(dim=0)
-        delta_w, delta_b = W_new - W, b_new - b
+            grad[:-1] += 2.0 * l2 * Y[:-1]
+        while True:
+            Z = Y - step * grad
+            shrink = torch.clamp(1.0 - step * lam_step / torch.linalg.vector_norm(Z[:-1], dim=1, keepdim=True).clamp_min(tiny),
+                                 min=0.0)
+            new = torch.cat([Z[:-1] * shrink, Z[-1:]], dim=0)
+            diff = new - Y
+            f_new, _ = _smooth(Xa, onehot, new, l2)
+            gap = float(f_new - f_y - (grad * diff).sum() - diff.square().sum() / (2.0 * step))
+            if gap <= 1e-12 or step <= 1.0 / bound:
+                break
+            step = max(step / 2.0, 1.0 / bound)
+        delta = new - theta
         # adaptive restart: momentum is dropped when the step points uphill
-        if float(((Y_w - W_new) * delta_w).sum() + ((Y_b - b_new) * delta_b).sum()) > 0:
+        if float(((Y - new) * delta).sum()) > 0:
             momentum, beta = 1.0, 0.0
         else:
             following = (1.0 + (1.0 + 4.0 * momentum * momentum) ** 0.5) / 2.0
             beta, momentum = (momentum - 1.0) / following, following
-        Y_w, Y_b = W_new + beta * delta_w, b_new + beta * delta_b
-        W, b = W_new, b_new
-        change = max(float(delta_w.abs().max()) if delta_w.numel() else 0.0, float(delta_b.abs().max()))
-        if change <= tol * max(1.0, float(W.abs().max()) if W.numel() else 0.0):
+        Y = new + beta * delta if beta else new
+        theta = new
+        change, scale = torch.stack([delta.abs().max(), theta[:-1].abs().max() if k else delta.new_zeros(())]).tolist()
+        if change <= tol * max(1.0, scale):
             break
-    return W, b, it
+    return theta[:-1], theta[-1], it
 
 
 def _deviance(X: torch.Tensor, onehot: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> float:
@@ -147,8 +182,9 @@ def regularisation_path(
     lambda_ratio: float = 0.05,
     l2: float = 0.0,
     max_iter: int = 500,
-    tol: float = 1e-4,
+    tol: float = 1e-3,
     max_explained: float = 0.999,
+    max_active: Optional[int] = 64,
     device: Optional[str] = None,
 ) -> PathResult:
     """The group-lasso regularisation path of one input.
@@ -215,7 +251,7 @@ def regularisation_path(
         closeness = norms / lam
         previous_lam = lam
         explained = 1.0 - _deviance(Xt, onehot, W_full, b) / null_deviance if null_deviance > 0 else 1.0
-        if ever.all() or explained >= max_explained:
+        if ever.all() or explained >= max_explained or (max_active is not None and ever.sum() >= max_active):
             lambdas = lambdas[:t + 1]
             break
     tie[~ever] = closeness[~ever]  # never entered: how close each came at the end of the path
@@ -247,13 +283,15 @@ class RegularisationPath(BaseEstimator):
         lambda_ratio: float = 0.05,
         l2: float = 0.0,
         *,
+        max_active: Optional[int] = 64,
         max_iter: int = 500,
-        tol: float = 1e-4,
+        tol: float = 1e-3,
         device: Optional[str] = None,
     ) -> None:
         self.n_lambdas = n_lambdas
         self.lambda_ratio = lambda_ratio
         self.l2 = l2
+        self.max_active = max_active
         self.max_iter = max_iter
         self.tol = tol
         self.device = device
@@ -267,6 +305,9 @@ class RegularisationPath(BaseEstimator):
             raise ValueError(f"lambda_ratio must lie in (0, 1), got {self.lambda_ratio!r}")
         if not (np.isfinite(self.l2) and self.l2 >= 0):
             raise ValueError(f"l2 must be finite and >= 0, got {self.l2!r}")
+        if self.max_active is not None and (isinstance(self.max_active, bool) or not isinstance(self.max_active, (int, np.integer))
+                                            or self.max_active < 1):
+            raise ValueError(f"max_active must be a positive integer or None, got {self.max_active!r}")
         if not (np.isfinite(self.tol) and self.tol > 0):
             raise ValueError(f"tol must be a positive number, got {self.tol!r}")
 
@@ -299,7 +340,8 @@ def _fit_paths(blocks: Sequence[np.ndarray], y: Any, params: RegularisationPath)
     with _threads_for(Z[0].size):
         results = [regularisation_path(
             z, codes, len(classes), n_lambdas=int(params.n_lambdas), lambda_ratio=float(params.lambda_ratio),
-            l2=float(params.l2), max_iter=int(params.max_iter), tol=float(params.tol), device=params.device,
+            l2=float(params.l2), max_iter=int(params.max_iter), tol=float(params.tol), max_active=params.max_active,
+            device=params.device,
         ) for z in Z]
     return results, stats[0] if len(stats) == 1 else stats, classes
 
