@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -191,8 +194,15 @@ class Progress(Callback):
             self.bar.set_postfix(audio_s_per_s=f"{self.audio_seconds / elapsed:.1f}")
 
     def on_predict_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._close()  # the error then starts a line of its own, not the end of the bar's
+
+    def _close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 @dataclass(frozen=True)
@@ -207,7 +217,12 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
             layers: Sequence[str] | None = None, batch_size: int = 16, devices: int = 1, accelerator: str = "auto",
             precision: str = "32", dtype: str = "float32", num_workers: int = 0,
             progress: bool = True) -> ExtractionResult:
-    """Extract (or reuse, or resume) the store at `out` for `corpus` through `encoder`."""
+    """Extract (or reuse, or resume) the store at `out` for `corpus` through `encoder`.
+
+    The store's lock is held while it is written: a second extraction into it fails at once, naming the
+    process that holds it. Ctrl-C raises KeyboardInterrupt; committed shards stay, so the next run
+    resumes (or starts over, saying so, when the corpus changed meanwhile).
+    """
     if pooling not in POOLINGS:
         raise EncoderError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
     if dtype not in DTYPES:
@@ -223,18 +238,29 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
         layers=tuple(encoder.layer_names[p] for p in positions),
         layer_dims=tuple(pooled_dim(encoder.layer_dims[p], pooling) for p in positions))
     writer = StoreWriter(Path(out), settings)
-    if writer.prepare():
+    if writer.cached():  # read-only: a complete store is reused without taking its lock
         return ExtractionResult(Path(out), True, True, settings)
-    lengths = np.ceil(corpus.durations() * encoder.sample_rate).astype(np.int64)
-    _check_lengths(corpus, lengths, encoder)
-    pending = len(corpus) - len(writer.done_indices())
-    if pending and not _predict(corpus, encoder, writer, positions, lengths, pending, pooling=pooling,
-                                batch_size=batch_size, devices=devices, accelerator=accelerator,
-                                precision=precision, dtype=dtype, num_workers=num_workers, progress=progress):
-        return ExtractionResult(Path(out), False, False, settings)
-    writer.finalize(corpus.metadata, {"corpus_source": corpus.source, "sample_rate": encoder.sample_rate,
-                                      "encoder_info": encoder.describe()})
+    with writer.lock() if _is_launching_process() else nullcontext():
+        if writer.prepare():  # another run may have completed it meanwhile
+            return ExtractionResult(Path(out), True, True, settings)
+        if writer.notice:
+            print(f"speechprobe: {out}: {writer.notice}", file=sys.stderr, flush=True)
+        lengths = np.ceil(corpus.durations() * encoder.sample_rate).astype(np.int64)
+        _check_lengths(corpus, lengths, encoder)
+        pending = len(corpus) - len(writer.done_indices())
+        if pending and not _predict(corpus, encoder, writer, positions, lengths, pending, pooling=pooling,
+                                    batch_size=batch_size, devices=devices, accelerator=accelerator,
+                                    precision=precision, dtype=dtype, num_workers=num_workers, progress=progress):
+            return ExtractionResult(Path(out), False, False, settings)
+        writer.finalize(corpus.metadata, {"corpus_source": corpus.source, "sample_rate": encoder.sample_rate,
+                                          "encoder_info": encoder.describe()})
     return ExtractionResult(Path(out), False, True, settings)
+
+
+def _is_launching_process() -> bool:
+    """False in the processes a distributed launcher started for ranks other than 0: they run `extract`
+    again under the lock their rank 0 holds, so they must not take it themselves."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
 
 
 def _predict(corpus: Corpus, encoder: SpeechEncoder, writer: StoreWriter, positions: list[int], lengths: np.ndarray,
@@ -253,10 +279,22 @@ def _predict(corpus: Corpus, encoder: SpeechEncoder, writer: StoreWriter, positi
                            f"--precision {precision}: {' '.join(str(error).split())}") from None
     module = ExtractionModule(encoder, positions, pooling)
     data = ExtractionData(corpus, writer, lengths, batch_size, num_workers)
-    with warnings.catch_warnings():
-        # LengthBucketSampler returns every pending index by construction (no drop_last to set).
-        warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
-        trainer.predict(module, datamodule=data, return_predictions=False)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        with warnings.catch_warnings():
+            # LengthBucketSampler returns every pending index by construction (no drop_last to set).
+            warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+            trainer.predict(module, datamodule=data, return_predictions=False)
+    except SystemExit:
+        # Lightning answers Ctrl-C with a graceful shutdown and sys.exit(1): give the caller the
+        # KeyboardInterrupt back (committed shards stay, so the next run resumes).
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        # ...and it leaves SIGINT ignored for the rest of the process.
+        if sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)
     return trainer.is_global_zero
 
 

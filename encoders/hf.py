@@ -20,6 +20,7 @@ as an utterance alone would see. Input normalisation uses each row's real sample
 """
 from __future__ import annotations
 
+import pickle
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -236,11 +237,32 @@ def _as_encoder_error(name_or_path: str) -> Iterator[None]:
     """transformers' loading errors are several lines long: keep the first, name the model."""
     try:
         yield
+    except pickle.UnpicklingError as error:
+        # torch.load(weights_only=True) met a pickle that is more than tensors: never run it.
+        raise EncoderError(f"{_checkpoint_file(error, name_or_path)}: refusing to load a pickled checkpoint; "
+                           "convert it to safetensors") from None
     except (OSError, ValueError, KeyError) as error:
         if isinstance(error, EncoderError):
             raise
         first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
         raise EncoderError(f"{name_or_path}: cannot load: {first_line.strip()}") from error
+
+
+def _checkpoint_file(error: BaseException, name_or_path: str) -> str:
+    """The weights file torch.load was reading (transformers' `load_state_dict(checkpoint_file)`), or the
+    model folder's pickled weights file."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        file = traceback.tb_frame.f_locals.get("checkpoint_file")
+        if isinstance(file, (str, Path)):
+            return str(file)
+        traceback = traceback.tb_next
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        found = sorted(folder.glob("pytorch_model*.bin")) or sorted(folder.glob("*.bin"))
+        if found:
+            return str(found[0])
+    return f"{name_or_path} (pytorch_model.bin)"
 
 
 def _check_model_type(name_or_path: str, model_type: str) -> None:

@@ -62,7 +62,9 @@ def resample_rows(waves: Tensor, lengths: Tensor, rates: Tensor, target: int) ->
     for rate in rates.unique().tolist():
         rows = torch.nonzero(rates == rate)[:, 0]
         resampled, new_lengths = resample_batch(waves[rows], lengths[rows], int(rate), target)
-        parts.append((rows, resampled, new_lengths))
+        # Rows already at `target` come back at the batch's padded width, which a longer row at a
+        # higher native rate sets: keep only up to their own longest row.
+        parts.append((rows, resampled[:, : int(new_lengths.max())], new_lengths))
     width = max(int(part[2].max()) for part in parts)
     out = waves.new_zeros(len(waves), width)
     out_lengths = torch.zeros_like(lengths)

@@ -1,13 +1,17 @@
 """The `speechprobe` command: one subcommand per step of the data flow.
 
-Bad input ends in one line on stderr naming the file or value and exit code 2; `--traceback` shows the
-full trace for debugging.
+Bad input, a file that cannot be read or written (permissions, a read-only or full disk), a damaged file
+and an interrupted run end in one line on stderr naming the file or value, and exit code 2 (130 for Ctrl-C,
+143 for SIGTERM); `--traceback` shows the full trace for debugging. Outputs are checked for writability
+before any work starts, and written through temporary names, so nothing half-written is left behind.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -22,7 +26,62 @@ class CommandError(Exception):
     """Bad command-line input that no library call checks (a layer name, a grid, an output folder)."""
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (CorpusError, EncoderError, CommandError)
+# OSError: a file that cannot be read or written (EACCES, EROFS, ENOSPC, ...), shown as "FILE: reason".
+USER_ERRORS: tuple[type[Exception], ...] = (CorpusError, EncoderError, CommandError, OSError)
+
+# Damaged-file errors of modules the CLI does not import up front (they pull in torch): (module, class).
+# Checked only when the module has been imported, i.e. when the failing command used it.
+FILE_ERRORS: tuple[tuple[str, str], ...] = (("probing.probe", "ProbeFileError"),)
+
+
+def _is_user_error(error: BaseException) -> bool:
+    if isinstance(error, USER_ERRORS):
+        return True
+    for module, name in FILE_ERRORS:
+        kind = getattr(sys.modules.get(module), name, None)
+        if isinstance(kind, type) and isinstance(error, kind):
+            return True
+    return False
+
+
+def error_line(error: BaseException) -> str:
+    """One line for a user error; an OSError names its file ("DIR: Permission denied")."""
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        if error.filename is not None:
+            target = f" -> {error.filename2}" if error.filename2 is not None else ""
+            return f"{error.filename}{target}: {reason}"
+        return reason
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@contextlib.contextmanager
+def naming(path: str | Path):
+    """An OSError raised inside that names no file (a write hitting a full disk) is re-raised naming `path`."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror or os.strerror(error.errno), str(path)) from error
+        raise
+
+
+def check_writable(*paths: str | Path) -> None:
+    """Fail early, in one line, when a path cannot be written: for each, the path itself when it is an existing
+    folder, else its nearest existing ancestor, must take a temporary file. Creates nothing that stays (an
+    output is checked before any work starts, and bad input found later leaves no empty folder behind)."""
+    for path in paths:
+        folder = Path(path)
+        while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise CommandError(f"cannot write to {path}: {folder} is not a folder")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".speechprobe-write-check-")
+        except OSError as error:
+            raise CommandError(f"cannot write to {folder}: {error.strerror or error}") from None
+        os.close(fd)
+        os.unlink(tmp)
 
 
 def column_map(pairs: Sequence[str] | None) -> dict[str, str] | None:
@@ -72,7 +131,11 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
     config = config_from_args(args.preset, speakers=args.speakers, utterances=args.utterances,
                               dialects=args.dialects, channels=args.channels, seed=args.seed)
-    path, reused = build_corpus(args.out, config, jobs=args.jobs, progress=not args.quiet)
+    out = Path(args.out)
+    if not (out / "corpus.json").is_file():  # a built corpus is reused without writing
+        check_writable(out.parent, out)
+    with naming(out):
+        path, reused = build_corpus(out, config, jobs=args.jobs, progress=not args.quiet)
     n = config.speakers * config.utterances_per_speaker
     print(f"{'reused cached' if reused else 'built'} corpus {path}: {config.speakers} speakers, {n} utterances")
     return 0
@@ -84,6 +147,8 @@ def cmd_split(args: argparse.Namespace) -> int:
     from tasks.splits import control_labels, control_split, cross_validation_splits
     from tasks.tasks import get_task, task_labels
 
+    if args.out:
+        check_writable(Path(args.out).parent)
     corpus = _load(args, args.corpus)
     metadata = corpus.metadata
     task = get_task(args.task, metadata)
@@ -128,11 +193,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from encoders.extraction import extract
     from encoders.registry import create_encoder
 
+    out = Path(args.out)
+    if not (out / "manifest.json").is_file():  # a complete store is reused (or refused) without writing
+        check_writable(out)
     corpus = _load(args, args.corpus)
     encoder = create_encoder(args.encoder, trust_remote_code=args.trust_remote_code)
-    result = extract(corpus, encoder, args.out, pooling=args.pooling, layers=args.layers,
-                     batch_size=args.batch_size, devices=args.devices, accelerator=args.accelerator,
-                     precision=args.precision, dtype=args.dtype, num_workers=args.workers, progress=not args.quiet)
+    with naming(out):
+        result = extract(corpus, encoder, out, pooling=args.pooling, layers=args.layers,
+                         batch_size=args.batch_size, devices=args.devices, accelerator=args.accelerator,
+                         precision=args.precision, dtype=args.dtype, num_workers=args.workers,
+                         progress=not args.quiet)
     if result.is_main_process:
         verb = "reused cached" if result.reused else "wrote"
         print(f"{verb} store {result.path}: {encoder.name}, {len(corpus)} utterances, "
@@ -141,8 +211,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from encoders.store import RepresentationStore
+    from encoders.store import RepresentationStore, check_store
 
+    if args.check:
+        problems = check_store(args.store)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            raise EncoderError(f"{args.store}: {len(problems)} problem(s) found (listed above)")
+        print(f"{args.store}: healthy (every array read in full)")
     print(RepresentationStore(args.store).describe())
     return 0
 
@@ -178,26 +255,29 @@ def _part_names(n: int, split) -> list[str]:
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder and rename, so `path` is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def write_directory(path: Path, fill: Callable[[Path], None]) -> None:
     """Fill a temporary sibling folder and rename it to `path` (absent or empty), so `path` is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would otherwise become the results' permissions
-        fill(tmp)
+        with naming(path):
+            fill(tmp)
         try:
             os.replace(tmp, path)  # replaces an empty folder, refuses a non-empty one
         except OSError as error:
@@ -298,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a representation store",
                           description="Print a store's manifest: encoder, corpus, pooling, labels, layers and dims.")
     info.add_argument("store", metavar="STORE")
+    info.add_argument("--check", action="store_true",
+                      help="also read every array in full and list every problem found (exit 2 if any)")
     info.set_defaults(func=cmd_info)
 
     probe = sub.add_parser(
@@ -342,21 +424,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interruption so that every `finally` removes its temporary files."""
+
+
+_MAIN_PID: list[int] = []  # the process whose main() installed the SIGTERM handler
+
+
+def _terminate(signum, frame) -> None:
+    if os.getpid() not in _MAIN_PID:
+        # a forked worker (a process pool's, a DataLoader's) inherited the handler: it dies as it would have,
+        # since a pool stops its workers with SIGTERM and an exception there would hang the pool
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Lightning's own deprecation noise about torch internals is not the user's business.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     parser = build_parser()
     args = parser.parse_args(argv)
+    installed, previous = False, None
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        installed = True
+        _MAIN_PID.append(os.getpid())
+    except ValueError:  # not the main thread: SIGTERM keeps its handler
+        pass
     try:
         return args.func(args)
-    except USER_ERRORS as error:
+    except KeyboardInterrupt as interrupt:
         if args.traceback:
             raise
-        print(f"speechprobe: error: {error}", file=sys.stderr)
+        terminated = isinstance(interrupt, Terminated)
+        print(f"speechprobe: {'terminated' if terminated else 'interrupted'}; nothing half-written was kept",
+              file=sys.stderr)
+        return 143 if terminated else 130
+    except BrokenPipeError:
+        # `speechprobe info STORE | head -3`: the reader left; not an error (Python's own advice: point stdout at
+        # devnull so the interpreter's final flush does not raise again)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as error:
+        if args.traceback or not _is_user_error(error):
+            raise
+        print(f"speechprobe: error: {error_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("speechprobe: interrupted; nothing half-written was kept", file=sys.stderr)
-        return 130
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            _MAIN_PID.remove(os.getpid())
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from experiments.cli import CommandError, write_directory
+from experiments.cli import CommandError, check_writable, write_directory
 from tasks.errors import CorpusError
 
 RESULTS, NEURONS = "results.json", "neurons.json"
@@ -100,13 +100,16 @@ def parse_probe_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_out(out: str) -> Path:
-    """--out must be absent or an empty folder: results are never written over others."""
+    """--out must be absent or an empty folder (results are never written over others), and writable: the
+    results are written beside it and renamed into place, so its parent must take a file, and so must the
+    folder itself where it exists (a read-only mount). Checked before any probe is trained."""
     path = Path(out)
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise CommandError(f"--out {path} exists and is not a folder; choose another --out")
         if any(path.iterdir()):
             raise CommandError(f"--out {path} exists and is not empty; choose another --out or remove it")
+    check_writable(path.parent, path)
     return path
 
 

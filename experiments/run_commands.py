@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.cli import CommandError, add_corpus_source, column_map
+from experiments.cli import CommandError, add_corpus_source, check_writable, column_map, naming
 from experiments.config import SIMILARITY_MEASURES, RunConfig, load_config, parse_config
 
 RESULTS, FIGURES_DIR, LOGS_DIR = "results.json", "figures", "logs"
@@ -23,15 +23,17 @@ def execute(config: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
     from importlib.metadata import version
 
     from experiments.dashboard import Dashboard, parse_loggers
-    from experiments.runner import Run, check_names, prepare_corpus, reporter, write_json
+    from experiments.runner import Run, check_names, check_stores_writable, prepare_corpus, reporter, write_json
 
     try:
         loggers = parse_loggers(list(config.logger))
     except ValueError as error:
         raise CommandError(f"logger: {error}") from None
     started = time.perf_counter()
+    check_writable(config.out_dir)  # before any work: a read-only or forbidden folder fails here, in one line
     corpus = prepare_corpus(config, reporter(quiet))
     check_names(config, corpus)
+    check_stores_writable(config)
     run = Run.open(config, quiet=quiet, corpus=corpus)  # only now is anything written
     results: dict[str, Any] = {
         "name": config.name,
@@ -58,15 +60,16 @@ def execute(config: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
     from experiments.report import summary_table, write_report
 
     run.tell("drawing the figures and writing the report")
-    figures = make_figures(results, run.out / FIGURES_DIR)
-    write_json(run.out / RESULTS, results)
-    report_md, report_html = write_report(results, figures, run.out)
-    where = {}
-    if loggers:
-        run.tell(f"logging to {', '.join(loggers)}")
-        with Dashboard(loggers, run.out / LOGS_DIR, config.name, config.as_plain()) as dashboard:
-            log_to_dashboard(dashboard, results, figures)
-            where = dashboard.close()
+    with naming(run.out):  # a write that fails without naming its file (a full disk) names the run folder
+        figures = make_figures(results, run.out / FIGURES_DIR)
+        write_json(run.out / RESULTS, results)
+        report_md, report_html = write_report(results, figures, run.out)
+        where = {}
+        if loggers:
+            run.tell(f"logging to {', '.join(loggers)}")
+            with Dashboard(loggers, run.out / LOGS_DIR, config.name, config.as_plain()) as dashboard:
+                log_to_dashboard(dashboard, results, figures)
+                where = dashboard.close()
     results["_report"] = {"markdown": str(report_md), "html": str(report_html), "logs": where,
                           "seconds": time.perf_counter() - started}
     if not quiet:

@@ -3,8 +3,17 @@
 A run folder holds ``run.yaml`` (the config it was started with, written first), ``units/`` (one folder
 per finished piece of work: a sweep of one encoder on one task, an audit, an ablation; each written
 whole, via a temporary folder and a rename), then ``results.json``, ``figures/`` and the report. A rerun
-of the same config reuses every finished unit, so an interrupted run resumes where it stopped and a
-finished one is re-reported in seconds; a folder holding another config's run is refused.
+of the same config reuses every finished unit whose inputs are unchanged, so an interrupted run resumes
+where it stopped and a finished one is re-reported in seconds; a folder holding another config's run is
+refused.
+
+A unit is keyed by what it was computed from, recorded beside it in ``inputs.json``: the content key of
+every store it read (the store manifest's ``key``: encoder weights, corpus fingerprint, pooling, layers),
+the corpus fingerprint, the config sections it reads (seed, probe settings, its study's section) and
+:data:`UNIT_FORMAT`. A rerun brings every store a unit read up to date first (a store whose corpus or
+weights changed is extracted again), compares, and recomputes exactly the units whose inputs changed,
+saying which and why on stderr. The check reads store manifests and the corpus fingerprint (whose file
+digests are remembered), never the arrays, so an unchanged rerun stays cheap.
 
 Stores are reused across runs: ``<stores>/<encoder>`` is extracted once (resumable, see
 :func:`encoders.extraction.extract`) and every study reads it.
@@ -12,22 +21,32 @@ Stores are reused across runs: ``<stores>/<encoder>`` is extracted once (resumab
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import yaml
 
-from experiments.cli import CommandError, write_atomically, write_directory
+from experiments.cli import CommandError, check_writable, naming, write_atomically, write_directory
 from experiments.config import RunConfig, parse_config
 
-RUN_FILE, UNIT_FILE = "run.yaml", "unit.json"
+RUN_FILE, UNIT_FILE, INPUTS_FILE = "run.yaml", "unit.json", "inputs.json"
 UNITS_DIR = "units"
+
+# The result format of units: bump it when what a unit holds, or how it is computed, changes, and every
+# unit written before is recomputed (it records the format it was written in).
+UNIT_FORMAT = 2
+
+# The config sections a unit reads besides seed and probe settings, by the first part of its name. An
+# audit or an ablation reads sweep units too, so the sweep section is among its inputs.
+_UNIT_SECTIONS = {"sweep": ("sweep",), "gradnap": ("sweep",), "attribution": ("sweep",), "similarity": ("sweep",),
+                  "audit": ("audit", "sweep"), "ablation": ("ablation", "sweep")}
 
 
 def store_dir_name(encoder: str) -> str:
@@ -74,6 +93,8 @@ class Run:
     corpus: Any = None
     stores: dict[str, Any] = field(default_factory=dict)
     computed: list[str] = field(default_factory=list)  # units computed (not reused) by this invocation
+    _fingerprint: Optional[str] = field(default=None, repr=False)
+    _reading: list[set] = field(default_factory=list, repr=False)  # per unit being computed: the stores it read
 
     # ---------------------------------------------------------------------------------------------
     # folder
@@ -102,6 +123,7 @@ class Run:
                                    "choose another out or remove that folder")
         elif out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise CommandError(f"{out} exists and is not a speechprobe run folder; choose another out")
+        check_writable(out)
         out.mkdir(parents=True, exist_ok=True)
         write_atomically(run_file, lambda tmp: tmp.write_text(yaml.safe_dump(plain, sort_keys=False)))
 
@@ -115,57 +137,179 @@ class Run:
             self.corpus = prepare_corpus(self.config, self.tell)
         return self.corpus
 
+    def corpus_fingerprint(self) -> str:
+        """The corpus's content fingerprint, computed once per invocation."""
+        if self._fingerprint is None:
+            self._fingerprint = self.load_corpus().fingerprint()
+        return self._fingerprint
+
     def store(self, encoder: str) -> Any:
         """The representation store of ``encoder`` over the corpus: reused, resumed or extracted."""
         if encoder not in self.stores:
-            self.stores[encoder] = encoder_store(self.load_corpus(), encoder, self.config.stores, self.tell)
+            self.stores[encoder] = encoder_store(self.load_corpus(), encoder, self.config.stores, self.tell,
+                                                 fingerprint=self.corpus_fingerprint())
+        for reading in self._reading:  # every unit being computed (an audit and the sweep unit it reads)
+            reading.add(encoder)
         return self.stores[encoder]
 
     # ---------------------------------------------------------------------------------------------
     # units
 
     def unit(self, name: str, compute: Callable[[], tuple[dict, Optional[Callable[[Path], None]]]]) -> tuple[dict, Path]:
-        """A finished unit's data and folder: read back if this run finished it before, else computed.
+        """A finished unit's data and folder: read back if this run finished it before from the same inputs,
+        else computed (a stale one is replaced, saying why).
 
         ``compute`` returns the unit's JSON data and, optionally, a function that writes its other files
-        (probes, predictions) into the folder it is given.
+        (probes, predictions) into the folder it is given. The stores it opens through :meth:`store`
+        (directly or through the units it reads) are recorded as its inputs.
         """
         path = self.out / UNITS_DIR / name
-        cached = path / UNIT_FILE
-        if cached.is_file():
-            try:
-                return json.loads(cached.read_text()), path
-            except (OSError, ValueError):
-                shutil.rmtree(path, ignore_errors=True)  # unreadable: redo it
+        if path.exists() or path.is_symlink():
+            data, reason = self._cached(name, path)
+            if reason is None:
+                return data, path
+            self.tell(f"{UNITS_DIR}/{name}: recomputing ({reason})")
+            _discard(path)
         started = time.perf_counter()
-        data, extra = compute()
+        self._reading.append(set())
+        try:
+            data, extra = compute()
+        finally:
+            read = self._reading.pop()
+        inputs = self.unit_inputs(name, read)
 
         def fill(tmp: Path) -> None:
             if extra is not None:
                 extra(tmp)
             (tmp / UNIT_FILE).write_text(json.dumps(to_json(data), indent=1, allow_nan=False) + "\n")
+            (tmp / INPUTS_FILE).write_text(json.dumps(inputs, indent=1) + "\n")
 
         write_directory(path, fill)
         self.computed.append(name)
         self.tell(f"{name}: done in {time.perf_counter() - started:.1f} s")
-        return json.loads(cached.read_text()), path
+        return json.loads((path / UNIT_FILE).read_text()), path
+
+    def unit_inputs(self, name: str, stores: Iterable[str]) -> dict[str, Any]:
+        """What unit ``name`` is computed from, now: format, corpus, the keys of ``stores``, config sections.
+
+        Opening a store brings it up to date first (extracting it again if its corpus changed)."""
+        plain = json.loads(json.dumps(self.config.as_plain()))
+        sections = ("seed", "probe", *_UNIT_SECTIONS.get(name.split("/", 1)[0], ("sweep", "audit", "ablation")))
+        return {"format": UNIT_FORMAT,
+                "corpus": self.corpus_fingerprint(),
+                "stores": {encoder: self.store(encoder).manifest.get("key") for encoder in sorted(set(stores))},
+                "config": {key: plain.get(key) for key in sections}}
+
+    def _cached(self, name: str, path: Path) -> tuple[Optional[dict], Optional[str]]:
+        """The cached unit's data, and None, or why it must be recomputed."""
+        try:
+            data = json.loads((path / UNIT_FILE).read_text())
+        except (OSError, ValueError):
+            return None, f"its {UNIT_FILE} is missing or does not read back"
+        try:
+            recorded = json.loads((path / INPUTS_FILE).read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("stores"), dict):
+            return None, f"it has no readable {INPUTS_FILE}: it was written before units were keyed by their inputs"
+        if recorded.get("format") != UNIT_FORMAT:
+            return None, f"it was written in unit format {recorded.get('format')}, this speechprobe writes {UNIT_FORMAT}"
+        current = self.unit_inputs(name, recorded["stores"])
+        changed = []
+        if recorded.get("corpus") != current["corpus"]:
+            changed.append("the corpus")
+        stores = [encoder for encoder, key in current["stores"].items() if recorded["stores"].get(encoder) != key]
+        if stores:
+            changed.append(f"the store{'s' if len(stores) > 1 else ''} {', '.join(stores)}")
+        config = recorded.get("config") if isinstance(recorded.get("config"), dict) else {}
+        sections = [key for key, value in current["config"].items() if config.get(key) != value]
+        if sections:
+            changed.append(f"the config's {', '.join(sections)}")
+        if changed:
+            return None, (" and ".join(changed) if len(changed) < 3 else
+                          ", ".join(changed[:-1]) + " and " + changed[-1]) + " changed"
+        return data, None
+
+
+def _discard(path: Path) -> None:
+    """Remove a stale unit or store: renamed aside first (one step), so no half-deleted folder is ever read."""
+    aside = path.with_name(f".{path.name}.stale-{os.getpid()}")
+    shutil.rmtree(aside, ignore_errors=True)
+    with naming(path):
+        os.replace(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def encoder_store(corpus: Any, encoder: str, stores: str | Path, tell: Callable[[str], None], *,
-                  progress: bool = True) -> Any:
-    """The store of ``encoder`` over ``corpus`` in ``stores``/<encoder>: reused, resumed or extracted."""
+                  progress: bool = True, fingerprint: Optional[str] = None) -> Any:
+    """The store of ``encoder`` over ``corpus`` in ``stores``/<encoder>: reused, resumed or extracted.
+
+    A complete store there that was extracted by this encoder from this corpus source, but whose corpus
+    content (fingerprint) or encoder weights have changed since, is out of date: it is extracted again
+    (saying so). A store of another encoder or corpus source is never removed (extraction refuses it).
+    """
     from encoders.extraction import extract
     from encoders.registry import create_encoder
     from encoders.store import RepresentationStore
 
     path = Path(stores) / store_dir_name(encoder)
-    if not (path / "manifest.json").is_file():
+    model = create_encoder(encoder)
+    manifest = _read_manifest(path)
+    if manifest is not None:
+        stale = _out_of_date(manifest, model, corpus, fingerprint)
+        if stale:
+            check_writable(path.parent, path)
+            tell(f"store {encoder} ({path}): {stale} since it was extracted; extracting it again")
+            _discard(path)
+            manifest = None
+    if manifest is None:
+        check_writable(path)
         tell(f"extracting {encoder} over {len(corpus)} utterances into {path}")
     started = time.perf_counter()
-    result = extract(corpus, create_encoder(encoder), path, progress=progress)
+    with naming(path):
+        result = extract(corpus, model, path, progress=progress)
     if not result.reused:
         tell(f"extracted {encoder} in {time.perf_counter() - started:.0f} s")
     return RepresentationStore(path)
+
+
+def _read_manifest(path: Path) -> Optional[dict]:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _out_of_date(manifest: dict, model: Any, corpus: Any, fingerprint: Optional[str]) -> Optional[str]:
+    """Why a complete store of this encoder over this corpus source no longer matches them, or None (also for
+    a store of something else, which extraction then refuses rather than this run removing it)."""
+    if manifest.get("encoder") != model.name or manifest.get("corpus_source") != corpus.source:
+        return None
+    reasons = []
+    if manifest.get("corpus_fingerprint") != (fingerprint or corpus.fingerprint()):
+        reasons.append("the corpus changed")
+    if manifest.get("weights_hash") != model.weights_hash():
+        reasons.append("the encoder's weights changed")
+    return " and ".join(reasons) or None
+
+
+def run_encoders(config: RunConfig) -> list[str]:
+    """Every encoder whose store the run reads: the sections' encoders and the sweep's baselines."""
+    names = list(config.encoders())
+    if config.sweep:
+        from experiments.layer_sweep import baselines_of
+
+        names += [b for b in baselines_of(config.sweep).values() if b not in names]
+    return names
+
+
+def check_stores_writable(config: RunConfig) -> None:
+    """Stores still to extract must be writable: checked before any work (complete stores are only read)."""
+    for encoder in run_encoders(config):
+        path = Path(config.stores) / store_dir_name(encoder)
+        if _read_manifest(path) is None:
+            check_writable(path)
 
 
 def reporter(quiet: bool) -> Callable[[str], None]:
@@ -184,8 +328,10 @@ def prepare_corpus(config: RunConfig, tell: Callable[[str], None]) -> Any:
     if config.corpus_preset and not path.exists():
         from tasks.synthetic import build_corpus, config_from_args
 
+        check_writable(path)
         tell(f"building the {config.corpus_preset} synthetic corpus in {path}")
-        build_corpus(path, config_from_args(config.corpus_preset), progress=True)
+        with naming(path):
+            build_corpus(path, config_from_args(config.corpus_preset), progress=True)
     return load_corpus(str(path), columns=config.columns or None, split=config.corpus_split)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError  # a ValueError subclass
@@ -24,7 +25,7 @@ from probing.checks import feature_matrix, label_vector
 from probing.metrics import accuracy
 from probing.training import train_probe_bank
 
-__all__ = ["TRAINING_PARAMS", "ElasticNetProbe", "fit_probes"]
+__all__ = ["TRAINING_PARAMS", "ElasticNetProbe", "ProbeFileError", "fit_probes"]
 
 # The ElasticNetProbe parameters that are fit_probes keyword arguments (all but l1 and l2): what a
 # retrained copy of a probe, or every probe of a sweep, takes over.
@@ -81,6 +82,74 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     logits = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading saved probes
+
+
+class ProbeFileError(ValueError):
+    """A saved probe's files are missing or damaged; the message names the file and the problem."""
+
+
+# What each saved parameter may hold (the constructor's own checks run only at fit time).
+_PARAM_KINDS = {"l1": "strength", "l2": "strength", "max_epochs": "int", "batch_size": "int|None", "lr": "number",
+                "patience": "int|None", "min_delta": "number", "seed": "int", "neurox_loss": "bool"}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if value is None:
+        return kind.endswith("|None")
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind.startswith("int"):
+        return isinstance(value, int)
+    if not isinstance(value, (int, float)) or not np.isfinite(value):
+        return False
+    return kind != "strength" or value >= 0
+
+
+def _read_meta(path: Path) -> dict:
+    """probe.json, checked key by key: a damaged file is one clear error, never a KeyError or TypeError."""
+    try:
+        meta = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ProbeFileError(f"{path}: not a text file (expected the probe's JSON metadata)") from None
+    except json.JSONDecodeError as error:
+        raise ProbeFileError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+    if not isinstance(meta, dict):
+        raise ProbeFileError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format") != _FORMAT:
+        raise ProbeFileError(f"{path}: unknown format {meta.get('format')!r} (expected {_FORMAT!r})")
+    checks = {
+        "params": lambda v: isinstance(v, dict),
+        "classes_kind": lambda v: v in ("int", "str"),
+        "classes": lambda v: isinstance(v, list) and len(v) >= 2 and len(set(map(str, v))) == len(v)
+        and all(isinstance(c, str) if meta.get("classes_kind") == "str" else _fits("int", c) for c in v),
+        "n_features": lambda v: _fits("int", v) and v >= 1,
+        "best_epoch": lambda v: _fits("int", v) and v >= 0,
+        "best_val_loss": lambda v: v is None or isinstance(v, (int, float)) and not isinstance(v, bool),
+    }
+    for key, valid in checks.items():
+        if key not in meta:
+            raise ProbeFileError(f"{path}: {key!r} is missing")
+        if not valid(meta[key]):
+            raise ProbeFileError(f"{path}: {key!r} has an invalid value {meta[key]!r}")
+    return meta
+
+
+def _read_params(path: Path, params: dict, known: Sequence[str]) -> dict:
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ProbeFileError(f"{path}: unknown probe parameter(s) {', '.join(map(repr, unknown))}; "
+                             f"an ElasticNetProbe takes {', '.join(known)}")
+    for name, value in params.items():
+        kind = _PARAM_KINDS.get(name)
+        if kind is not None and not _fits(kind, value):
+            raise ProbeFileError(f"{path}: parameter {name!r} has an invalid value {value!r}")
+    return params
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,22 +292,40 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: Any) -> "ElasticNetProbe":
-        """Read a probe written by :meth:`save` (no pickle: nothing in the files can run code)."""
+        """Read a probe written by :meth:`save` (no pickle: nothing in the files can run code).
+
+        A folder that is not a saved probe, or whose files are damaged (not JSON, not safetensors, an
+        unknown parameter, tensors of the wrong shape, non-finite numbers), raises :class:`ProbeFileError`
+        (a ValueError) naming the file and the problem.
+        """
         folder = Path(path)
-        if not (folder / _META).is_file() or not (folder / _TENSORS).is_file():
-            raise ValueError(f"{folder} is not a saved ElasticNetProbe (needs {_META} and {_TENSORS})")
-        meta = json.loads((folder / _META).read_text())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{folder / _META}: unknown format {meta.get('format')!r}")
-        probe = cls(**meta["params"])
-        tensors = load_file(str(folder / _TENSORS))
-        C, D = len(meta["classes"]), int(meta["n_features"])
+        meta_path, tensors_path = folder / _META, folder / _TENSORS
+        if not meta_path.is_file() or not tensors_path.is_file():
+            raise ProbeFileError(f"{folder} is not a saved ElasticNetProbe (needs {_META} and {_TENSORS})")
+        meta = _read_meta(meta_path)
+        probe = cls(**_read_params(meta_path, meta["params"], cls._get_param_names()))
+        classes, kind, D = meta["classes"], meta["classes_kind"], meta["n_features"]
+        try:
+            tensors = load_file(str(tensors_path))
+        except SafetensorError as error:
+            raise ProbeFileError(f"{tensors_path}: not a readable safetensors file ({error})") from None
+        C = len(classes)
         expected = {"coef_": (C, D), "intercept_": (C,), "mean_": (D,), "scale_": (D,)}
         for name, shape in expected.items():
-            if name not in tensors or tuple(tensors[name].shape) != shape:
-                raise ValueError(f"{folder / _TENSORS}: {name} missing or not of shape {shape}")
-            setattr(probe, name, tensors[name].astype(np.float64))
-        probe.classes_ = np.array(meta["classes"], dtype=np.int64 if meta["classes_kind"] == "int" else str)
+            tensor = tensors.get(name)
+            if tensor is None or tuple(tensor.shape) != shape:
+                found = "missing" if tensor is None else f"of shape {tuple(tensor.shape)}"
+                raise ProbeFileError(f"{tensors_path}: {name} is {found}, expected shape {shape} "
+                                     f"({C} classes x {D} features, as {_META} says)")
+            if tensor.dtype.kind != "f":
+                raise ProbeFileError(f"{tensors_path}: {name} holds {tensor.dtype} numbers, not floating point")
+            values = tensor.astype(np.float64)
+            if not np.all(np.isfinite(values)):
+                raise ProbeFileError(f"{tensors_path}: {name} holds non-finite numbers (NaN or infinity)")
+            if name == "scale_" and np.any(values <= 0):
+                raise ProbeFileError(f"{tensors_path}: scale_ holds numbers <= 0")
+            setattr(probe, name, values)
+        probe.classes_ = np.array(classes, dtype=np.int64 if kind == "int" else str)
         probe.n_features_in_ = D
         probe.best_epoch_ = meta["best_epoch"]
         probe.best_val_loss_ = meta["best_val_loss"]

@@ -38,8 +38,9 @@ def test_store_holds_every_layer_and_the_labels(corpus, tmp_path: Path) -> None:
 
 def test_loading_one_layer_never_reads_the_others(corpus, tmp_path: Path) -> None:
     extract(corpus, ToyEncoder(), tmp_path / "store", progress=False)
+    store = RepresentationStore(tmp_path / "store")  # opening checks every layer's header, reads no values
     (tmp_path / "store" / "layers" / "frames.npy").unlink()
-    assert RepresentationStore(tmp_path / "store").layer("hidden").shape == (40, 5)
+    assert store.layer("hidden").shape == (40, 5)
 
 
 def test_vectors_do_not_depend_on_the_batch(corpus, tmp_path: Path) -> None:
