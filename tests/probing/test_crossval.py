@@ -69,6 +69,26 @@ def test_best_layer_follows_mean_validation_not_test(monkeypatch):
     assert cv.best_layer == max(means, key=means.get)
 
 
+def test_best_layer_is_chosen_on_validation_where_validation_and_test_disagree():
+    """A layer whose signal holds on the validation rows only against one whose signal holds on the test
+    rows only: the choice must follow validation, though the other layer scores higher on test (a choice
+    made on test data would pick it)."""
+    _, y, splits, speakers = folded_data()
+    split = splits[0]
+    rng = np.random.default_rng(3)
+    signal = 2.0 * (2 * y[:, None] - 1) + rng.normal(size=(len(y), 4))
+    noise = rng.normal(size=(len(y), 4))
+    val_good, test_good = signal.copy(), signal.copy()
+    val_good[split.test] = noise[split.test]
+    test_good[split.validation] = noise[split.validation]
+    cv = cross_validate_layers({"test_good": test_good, "val_good": val_good}, y, [split], grid=GRID,
+                               groups=speakers, probe_params=FAST, n_resamples=100)
+    by_layer = {s.layer: s for s in cv.layers}
+    assert by_layer["test_good"].accuracy.value > 0.9 > 0.7 > by_layer["val_good"].accuracy.value
+    assert by_layer["val_good"].validation_accuracy > 0.9 > 0.7 > by_layer["test_good"].validation_accuracy
+    assert cv.best_layer == "val_good"
+
+
 def test_control_task_from_the_first_fold_gives_selectivity():
     layers, y, splits, speakers = folded_data()
     rng = np.random.default_rng(1)
