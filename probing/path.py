@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -88,19 +88,18 @@ def _lipschitz(X: torch.Tensor, l2: float, iters: int = 30) -> float:
     return 0.5 * max(1.05 * sigma2 / n, 1.0) + 2.0 * l2
 
 
-def _residual(X: torch.Tensor, onehot: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """softmax(X W + b) - Y, (N, C)."""
-    return torch.softmax(torch.addmm(b, X, W), dim=-1) - onehot
+def _cross_entropy(logits: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of (N, C) logits and the softmax residual softmax(logits) - Y, from one log-softmax."""
+    log_p = torch.log_softmax(logits, dim=-1)
+    return -(log_p * onehot).sum() / logits.shape[0], log_p.exp_().sub_(onehot)
 
 
 def _smooth(X: torch.Tensor, onehot: torch.Tensor, theta: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy (+ ridge on the weights) and the softmax residual, for theta = [W; b] on X = [X, 1]."""
-    logits = X @ theta
-    log_p = torch.log_softmax(logits, dim=-1)
-    value = -(log_p * onehot).sum() / X.shape[0]
+    value, residual = _cross_entropy(X @ theta, onehot)
     if l2:
         value = value + l2 * theta[:-1].square().sum()
-    return value, log_p.exp_().sub_(onehot)
+    return value, residual
 
 
 def _fista(X, onehot, W, b, lam, l2, max_iter, tol):
@@ -117,7 +116,6 @@ def _fista(X, onehot, W, b, lam, l2, max_iter, tol):
     bound = _lipschitz(X, l2)
     step = 4.0 / bound
     theta = torch.cat([W, b[None]], dim=0)
-    lam_step = lam
     tiny = torch.finfo(X.dtype).tiny
     Y, momentum = theta, 1.0
     for it in range(1, max_iter + 1):
@@ -127,7 +125,7 @@ def _fista(X, onehot, W, b, lam, l2, max_iter, tol):
             grad[:-1] += 2.0 * l2 * Y[:-1]
         while True:
             Z = Y - step * grad
-            shrink = torch.clamp(1.0 - step * lam_step / torch.linalg.vector_norm(Z[:-1], dim=1, keepdim=True).clamp_min(tiny),
+            shrink = torch.clamp(1.0 - step * lam / torch.linalg.vector_norm(Z[:-1], dim=1, keepdim=True).clamp_min(tiny),
                                  min=0.0)
             new = torch.cat([Z[:-1] * shrink, Z[-1:]], dim=0)
             diff = new - Y
@@ -149,11 +147,6 @@ def _fista(X, onehot, W, b, lam, l2, max_iter, tol):
         if change <= tol * max(1.0, scale):
             break
     return theta[:-1], theta[-1], it
-
-
-def _deviance(X: torch.Tensor, onehot: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> float:
-    logits = torch.addmm(b, X, W)
-    return float(-(torch.log_softmax(logits, dim=-1) * onehot).sum()) / X.shape[0]
 
 
 @contextmanager
@@ -207,8 +200,9 @@ def regularisation_path(
     # the null model: intercept only (the class log-priors), and the strength at which the first neuron enters
     b = onehot.mean(dim=0).clamp_min(1e-12).log()
     W_full = Xt.new_zeros(D, n_classes)
-    null_deviance = _deviance(Xt, onehot, W_full, b)
-    grad_norm = torch.linalg.vector_norm(Xt.T @ _residual(Xt, onehot, W_full, b) / N, dim=1)
+    null_deviance, residual = _cross_entropy(b.expand(N, n_classes), onehot)
+    null_deviance = float(null_deviance)
+    grad_norm = torch.linalg.vector_norm(Xt.T @ residual / N, dim=1)
     lam_max = max(float(grad_norm.max()), 1e-12)
     lambdas = lam_max * lambda_ratio ** ((np.arange(n_lambdas) + 1.0) / n_lambdas)
 
@@ -216,13 +210,13 @@ def regularisation_path(
     closeness = (grad_norm / lam_max).cpu().numpy()  # the KKT quantity at the step before each entry
     tie = np.zeros(D)
     ever = np.zeros(D, bool)
+    active = np.zeros(D, bool)  # in the model at the previous step (none in the null model)
     left = np.zeros(D, bool)
     n_active, n_iter = [], []
     previous_lam = lam_max
     for t, lam in enumerate(lambdas):
         strong = closeness * previous_lam >= 2.0 * lam - previous_lam
-        active_now = torch.linalg.vector_norm(W_full, dim=1).cpu().numpy() > 0
-        candidates = np.flatnonzero(active_now | strong)
+        candidates = np.flatnonzero(active | strong)
         iterations = 0
         while True:
             idx = torch.as_tensor(candidates, device=Xt.device)
@@ -230,7 +224,8 @@ def regularisation_path(
             iterations += used
             W_full = Xt.new_zeros(D, n_classes)
             W_full[idx] = W_sub
-            grad = Xt.T @ _residual(Xt[:, idx], onehot, W_sub, b) / N
+            deviance, residual = _cross_entropy(torch.addmm(b, Xt[:, idx], W_sub), onehot)
+            grad = Xt.T @ residual / N
             if l2:
                 grad = grad + 2.0 * l2 * W_full
             norms = torch.linalg.vector_norm(grad, dim=1).cpu().numpy()
@@ -250,7 +245,7 @@ def regularisation_path(
         n_iter.append(iterations)
         closeness = norms / lam
         previous_lam = lam
-        explained = 1.0 - _deviance(Xt, onehot, W_full, b) / null_deviance if null_deviance > 0 else 1.0
+        explained = 1.0 - float(deviance) / null_deviance if null_deviance > 0 else 1.0
         if ever.all() or explained >= max_explained or (max_active is not None and ever.sum() >= max_active):
             lambdas = lambdas[:t + 1]
             break
@@ -313,7 +308,7 @@ class RegularisationPath(BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> "RegularisationPath":
         self._check_params()
-        (result,), (mean, scale), classes = _fit_paths([feature_matrix("X", X)], y, self)
+        result, (mean, scale), classes = _fit_path(feature_matrix("X", X), y, self)
         self.mean_, self.scale_ = mean, scale
         self.classes_ = classes
         self.n_features_in_ = result.ranking.shape[0]
@@ -328,35 +323,22 @@ class RegularisationPath(BaseEstimator):
         return self
 
 
-def _fit_paths(blocks: Sequence[np.ndarray], y: Any, params: RegularisationPath):
-    """Paths of equal-shape feature blocks (checked (N, D) float64 arrays) on one label vector."""
+def _fit_path(X: np.ndarray, y: Any, params: RegularisationPath):
+    """The path of one checked (N, D) float64 feature matrix: its result, (mean, scale) and classes."""
     from probing.probe import _classes, _standardise
 
-    n = blocks[0].shape[0]
-    y_arr = label_vector("y", y, n, "X")
-    classes, codes = _classes(y_arr)
-    stats = [_standardise(b) for b in blocks]
-    Z = np.stack([(b - m) / s for b, (m, s) in zip(blocks, stats)])
-    with _threads_for(Z[0].size):
-        results = [regularisation_path(
-            z, codes, len(classes), n_lambdas=int(params.n_lambdas), lambda_ratio=float(params.lambda_ratio),
-            l2=float(params.l2), max_iter=int(params.max_iter), tol=float(params.tol), max_active=params.max_active,
-            device=params.device,
-        ) for z in Z]
-    return results, stats[0] if len(stats) == 1 else stats, classes
+    classes, codes = _classes(label_vector("y", y, X.shape[0], "X"))
+    mean, scale = _standardise(X)
+    with _threads_for(X.size):
+        result = regularisation_path(
+            (X - mean) / scale, codes, len(classes), n_lambdas=int(params.n_lambdas),
+            lambda_ratio=float(params.lambda_ratio), l2=float(params.l2), max_iter=int(params.max_iter),
+            tol=float(params.tol), max_active=params.max_active, device=params.device,
+        )
+    return result, (mean, scale), classes
 
 
 def path_rankings(layers: dict[str, Any], y: Any, **params: Any) -> dict[str, np.ndarray]:
-    """The path ranking of every layer (name -> (N, D) features) on labels ``y``; layers of one width
-    are fitted together as one batched program."""
-    estimator = RegularisationPath(**params)
-    estimator._check_params()
-    checked = {name: feature_matrix(f"layer {name!r}", X) for name, X in layers.items()}
-    by_shape: dict[tuple[int, int], list[str]] = {}
-    for name, X in checked.items():
-        by_shape.setdefault(X.shape, []).append(name)
-    rankings: dict[str, np.ndarray] = {}
-    for names in by_shape.values():
-        results, _, _ = _fit_paths([checked[name] for name in names], y, estimator)
-        rankings.update({name: r.ranking for name, r in zip(names, results)})
-    return {name: rankings[name] for name in layers}
+    """The path ranking of every layer (name -> (N, D) features) on labels ``y``, with one set of
+    :class:`RegularisationPath` parameters."""
+    return {name: RegularisationPath(**params).fit(X, y).ranking_ for name, X in layers.items()}
