@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.synthetic import build_corpus, config_from_args
+from speechprobe.tasks.synthetic import build_corpus, config_from_args
 
 
 def timed_build(config, jobs: int) -> dict[str, float]:

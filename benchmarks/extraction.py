@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from encoders.extraction import LengthBucketSampler, collate, extract
-from encoders.registry import create_encoder
-from tasks.corpus import load_corpus
-from tasks.synthetic import PRESETS, build_corpus
+from speechprobe.encoders.extraction import LengthBucketSampler, collate, extract
+from speechprobe.encoders.registry import create_encoder
+from speechprobe.tasks.corpus import load_corpus
+from speechprobe.tasks.synthetic import PRESETS, build_corpus
 
 
 def subset_corpus(source: Path, n: int, folder: Path) -> Path:
@@ -95,7 +95,7 @@ def _transformers_model(encoder, name: str):
 def peak_memory_mb(corpus_table: Path, folder: Path, encoder: str) -> float:
     """Peak RSS of one `speechprobe extract` in a fresh process."""
     # VmHWM is this process image's peak; ru_maxrss would also count the benchmark process it was forked from.
-    code = ("import re, sys; from experiments.cli import main; main(sys.argv[1:]); "
+    code = ("import re, sys; from speechprobe.experiments.cli import main; main(sys.argv[1:]); "
             "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")
     out = folder / f"mem-{corpus_table.stem}"
     result = subprocess.run([sys.executable, "-c", code, "extract", "--corpus", str(corpus_table), "--encoder", encoder,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probing.similarity import hsic, similarity_matrix
+from speechprobe.probing.similarity import hsic, similarity_matrix
 
 TORCH_CKA_DIR = Path(__file__).resolve().parent / ".torch_cka"
 

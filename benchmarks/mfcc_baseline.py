@@ -16,11 +16,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from encoders.mfcc import mfcc_mean
-from tasks.corpus import load_corpus
-from tasks.splits import cross_validation_splits
-from tasks.synthetic import PRESETS, build_corpus
-from tasks.tasks import get_task, task_labels
+from speechprobe.encoders.mfcc import mfcc_mean
+from speechprobe.tasks.corpus import load_corpus
+from speechprobe.tasks.splits import cross_validation_splits
+from speechprobe.tasks.synthetic import PRESETS, build_corpus
+from speechprobe.tasks.tasks import get_task, task_labels
 
 SAMPLE_RATE = 16000
 

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probing.probe import ElasticNetProbe
-from probing.ranking import rank_neurons
-from probing.subset import minimal_subset
-from probing.sweep import DEFAULT_GRID, probe_layers
+from speechprobe.probing.probe import ElasticNetProbe
+from speechprobe.probing.ranking import rank_neurons
+from speechprobe.probing.subset import minimal_subset
+from speechprobe.probing.sweep import DEFAULT_GRID, probe_layers
 
 NEUROX_DIR = Path(__file__).resolve().parent / ".neurox"
 N, LAYERS, NEURONS, CLASSES = 4000, 5, 384, 8

@@ -35,11 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from encoders.store import RepresentationStore  # noqa: E402
-from probing.probe import ElasticNetProbe  # noqa: E402
-from probing.ranking import rank_neurons  # noqa: E402
-from tasks.splits import cross_validation_splits  # noqa: E402
-from tasks.tasks import get_task, task_labels  # noqa: E402
+from speechprobe.encoders.store import RepresentationStore  # noqa: E402
+from speechprobe.probing.probe import ElasticNetProbe  # noqa: E402
+from speechprobe.probing.ranking import rank_neurons  # noqa: E402
+from speechprobe.tasks.splits import cross_validation_splits  # noqa: E402
+from speechprobe.tasks.tasks import get_task, task_labels  # noqa: E402
 
 CASES = (  # store, layer ("all": every layer concatenated; "top": the last layer), task
     ("ge2e", "lstm2", "gender"),
@@ -117,20 +117,20 @@ _TIMING = r"""
 import json, sys, time
 import numpy as np
 sys.path.insert(0, {root!r})
-from encoders.store import RepresentationStore
-from tasks.splits import cross_validation_splits
-from tasks.tasks import get_task, task_labels
+from speechprobe.encoders.store import RepresentationStore
+from speechprobe.tasks.splits import cross_validation_splits
+from speechprobe.tasks.tasks import get_task, task_labels
 store = RepresentationStore({store!r})
 X = np.asarray(store.layer({layer!r}), dtype=np.float64)
 task = get_task({task!r}, store.index)
 y = task_labels(store.index, task)
 split = cross_validation_splits(store.index, task, folds=5, seed=0)[0]
 def grid():
-    from probing.probe import fit_probes
-    from probing.sweep import DEFAULT_GRID
+    from speechprobe.probing.probe import fit_probes
+    from speechprobe.probing.sweep import DEFAULT_GRID
     fit_probes(X[split.train], y[split.train], X[split.validation], y[split.validation], list(DEFAULT_GRID))
 def path():
-    from probing.path import RegularisationPath
+    from speechprobe.probing.path import RegularisationPath
     RegularisationPath().fit(X[split.train], y[split.train])
 side = {side!r}
 f = grid if side == "grid" else path

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.extraction import extract
-from encoders.registry import create_encoder
-from encoders.store import RepresentationStore
+from speechprobe.encoders.extraction import extract
+from speechprobe.encoders.registry import create_encoder
+from speechprobe.encoders.store import RepresentationStore
 from mfcc_baseline import fold_accuracies
-from tasks.corpus import load_corpus
-from tasks.splits import cross_validation_splits
-from tasks.synthetic import PRESETS, build_corpus
-from tasks.tasks import get_task, task_labels
+from speechprobe.tasks.corpus import load_corpus
+from speechprobe.tasks.splits import cross_validation_splits
+from speechprobe.tasks.synthetic import PRESETS, build_corpus
+from speechprobe.tasks.tasks import get_task, task_labels
 
 MODES = ("whisper-tiny.en", "whisper-tiny.en-fast")
 TASKS = ("gender", "dialect", "channel", "speaker")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from encoders.errors import EncoderError
+from speechprobe.encoders.errors import EncoderError
 
 __all__ = ["EncoderError", "EncoderOutput", "SpeechEncoder", "cache_dir"]
 

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from encoders.base import EncoderError, EncoderOutput, SpeechEncoder
-from encoders.frontend import centred_frame_count
+from speechprobe.encoders.base import EncoderError, EncoderOutput, SpeechEncoder
+from speechprobe.encoders.frontend import centred_frame_count
 
 SAMPLE_RATE = 16000
 WINDOW_SIZE = 1024

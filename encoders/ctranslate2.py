@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.base import EncoderError
+from speechprobe.encoders.base import EncoderError
 
 #: The binary versions whose layout is documented above (CTranslate2 4.x writes version 6).
 SUPPORTED_BINARY_VERSIONS = range(2, 7)

@@ -29,13 +29,13 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from encoders.base import EncoderError, SpeechEncoder
-from encoders.choices import DTYPES, POOLINGS, PRECISIONS
-from encoders.pooling import pool, pooled_dim
-from encoders.resample import resample_rows
-from encoders.store import StoreSettings, StoreWriter
-from tasks.corpus import Corpus
-from tasks.errors import CorpusError
+from speechprobe.encoders.base import EncoderError, SpeechEncoder
+from speechprobe.encoders.choices import DTYPES, POOLINGS, PRECISIONS
+from speechprobe.encoders.pooling import pool, pooled_dim
+from speechprobe.encoders.resample import resample_rows
+from speechprobe.encoders.store import StoreSettings, StoreWriter
+from speechprobe.tasks.corpus import Corpus
+from speechprobe.tasks.errors import CorpusError
 
 
 

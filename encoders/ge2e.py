@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from encoders.base import EncoderError, EncoderOutput, SpeechEncoder
-from encoders.frontend import centred_frame_count, mel_filterbank, power_spectrogram
+from speechprobe.encoders.base import EncoderError, EncoderOutput, SpeechEncoder
+from speechprobe.encoders.frontend import centred_frame_count, mel_filterbank, power_spectrogram
 
 SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS = 400, 160, 40

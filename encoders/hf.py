@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from encoders.base import EncoderError, EncoderOutput, SpeechEncoder
+from speechprobe.encoders.base import EncoderError, EncoderOutput, SpeechEncoder
 
 WAV2VEC2_FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 SUPPORTED_MODEL_TYPES = (*WAV2VEC2_FAMILY, "whisper")
@@ -279,7 +279,7 @@ def _check_model_type(name_or_path: str, model_type: str) -> None:
 
 
 def _whisper(module: nn.Module, feature_extractor: Any, name: str) -> SpeechEncoder:
-    from encoders.whisper import WhisperEncoder  # lazy: the registry lists encoders without importing models
+    from speechprobe.encoders.whisper import WhisperEncoder  # lazy: the registry lists encoders without importing models
 
     return WhisperEncoder.from_transformers(module, feature_extractor, name, fast=False)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from encoders.choices import POOLINGS
+from speechprobe.encoders.choices import POOLINGS
 
 
 def pooled_dim(dim: int, pooling: str) -> int:

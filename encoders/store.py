@@ -35,8 +35,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from encoders.choices import DTYPES
-from encoders.errors import EncoderError
+from speechprobe.encoders.choices import DTYPES
+from speechprobe.encoders.errors import EncoderError
 
 FORMAT = "speechprobe-representation-store"
 VERSION = 1

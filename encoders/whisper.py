@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from encoders.base import EncoderError, EncoderOutput, SpeechEncoder, cache_dir
-from encoders.ctranslate2 import CTranslate2Model, read_ctranslate2
-from encoders.frontend import mel_filterbank, power_spectrogram
+from speechprobe.encoders.base import EncoderError, EncoderOutput, SpeechEncoder, cache_dir
+from speechprobe.encoders.ctranslate2 import CTranslate2Model, read_ctranslate2
+from speechprobe.encoders.frontend import mel_filterbank, power_spectrogram
 
 if TYPE_CHECKING:  # transformers is imported where used: listing the registry must not pay for it
     from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration

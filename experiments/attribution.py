@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from encoders.base import SpeechEncoder
-from encoders.pooling import pool, pooled_dim
+from speechprobe.encoders.base import SpeechEncoder
+from speechprobe.encoders.pooling import pool, pooled_dim
 
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "lrp")
 DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from experiments.cli import CommandError, add_corpus_source, cmd_lazy, write_directory
+from speechprobe.experiments.cli import CommandError, add_corpus_source, cmd_lazy, write_directory
 
 # numpy, torch and captum load only when the command runs: `speechprobe --help` stays instant
 
@@ -60,10 +60,10 @@ def _store_path(text: str | None, base: Path) -> Path | None:
 def cmd_attribute(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from experiments.attribution import AttributionError, AttributionSettings, run_attribution
-    from experiments.figures import draw_attribution
-    from experiments.probe_commands import check_out, open_store, progress, write_json
-    from probing.probe import ElasticNetProbe
+    from speechprobe.experiments.attribution import AttributionError, AttributionSettings, run_attribution
+    from speechprobe.experiments.figures import draw_attribution
+    from speechprobe.experiments.probe_commands import check_out, open_store, progress, write_json
+    from speechprobe.probing.probe import ElasticNetProbe
 
     out = check_out(args.out)
     methods = tuple(dict.fromkeys(args.methods or DEFAULT_METHODS))
@@ -83,7 +83,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         raise CommandError(f"--store {args.store} does not exist")
     pooling = args.pooling or (store.manifest.get("pooling") if store is not None else None) or "mean"
 
-    from encoders.registry import create_encoder
+    from speechprobe.encoders.registry import create_encoder
 
     encoder = create_encoder(args.encoder)
     layer_name = args.layer or provenance.get("layer")
@@ -97,7 +97,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     corpus_source = args.corpus or (store.manifest.get("corpus_source") if store is not None else None)
     if not corpus_source:
         raise CommandError("give --corpus: no store records which corpus the probe was trained on")
-    from experiments.cli import _load
+    from speechprobe.experiments.cli import _load
 
     corpus = _load(args, corpus_source)
     ids = corpus.metadata["utt_id"].astype(str).tolist() if "utt_id" in corpus.metadata.columns else []
@@ -211,4 +211,4 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the results")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_corpus_source(parser)
-    parser.set_defaults(func=cmd_lazy("experiments.attribution_commands", "cmd_attribute"))
+    parser.set_defaults(func=cmd_lazy("speechprobe.experiments.attribution_commands", "cmd_attribute"))

@@ -19,24 +19,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.config import AuditSection
-from experiments.runner import Run, task_arrays, unit_dir_name
+from speechprobe.experiments.config import AuditSection
+from speechprobe.experiments.runner import Run, task_arrays, unit_dir_name
 
 RANDOM_SEEDS = (0, 1, 2, 3, 4)
 
 
 def audit_unit(run: Run, section: AuditSection) -> tuple[dict, Path]:
-    from experiments.layer_sweep import PREDICTIONS, sweep_unit
+    from speechprobe.experiments.layer_sweep import PREDICTIONS, sweep_unit
 
     encoder, attribute = section.encoder, section.attribute
     others = [t for t in section.tasks if t != attribute]
 
     def compute():
-        from probing.ablation import ablate
-        from probing.fairness import group_gap
-        from probing.probe import ElasticNetProbe
-        from probing.ranking import overlap, rank_neurons
-        from probing.ranking_check import check_ranking, minimal_versus_random
+        from speechprobe.probing.ablation import ablate
+        from speechprobe.probing.fairness import group_gap
+        from speechprobe.probing.probe import ElasticNetProbe
+        from speechprobe.probing.ranking import overlap, rank_neurons
+        from speechprobe.probing.ranking_check import check_ranking, minimal_versus_random
 
         config = run.config
         store = run.store(encoder)
@@ -44,7 +44,7 @@ def audit_unit(run: Run, section: AuditSection) -> tuple[dict, Path]:
         attr_unit, _ = units[attribute]
         layer = attr_unit["best_layer"] if section.layer == "best" else section.layer
         if layer not in store.layer_names:
-            from experiments.cli import CommandError
+            from speechprobe.experiments.cli import CommandError
 
             raise CommandError(f"audit: {encoder} has no layer {layer!r}; its layers: {', '.join(store.layer_names)}")
         X = np.asarray(store.layer(layer), dtype=np.float32)

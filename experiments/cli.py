@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-from encoders.errors import EncoderError
-from tasks.errors import CorpusError
+from speechprobe.encoders.errors import EncoderError
+from speechprobe.tasks.errors import CorpusError
 
 
 class CommandError(Exception):
@@ -31,7 +31,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (CorpusError, EncoderError, CommandEr
 
 # Damaged-file errors of modules the CLI does not import up front (they pull in torch): (module, class).
 # Checked only when the module has been imported, i.e. when the failing command used it.
-FILE_ERRORS: tuple[tuple[str, str], ...] = (("probing.probe", "ProbeFileError"),)
+FILE_ERRORS: tuple[tuple[str, str], ...] = (("speechprobe.probing.probe", "ProbeFileError"),)
 
 
 def _is_user_error(error: BaseException) -> bool:
@@ -105,13 +105,13 @@ def add_corpus_source(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, source: str):
-    from tasks.corpus import load_corpus
+    from speechprobe.tasks.corpus import load_corpus
 
     return load_corpus(source, columns=column_map(args.column), split=args.hf_split)
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
-    from tasks.summary import summarize
+    from speechprobe.tasks.summary import summarize
 
     if args.summary:
         print(summarize(_load(args, args.summary).metadata, args.summary))
@@ -127,7 +127,7 @@ def cmd_corpus(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise CorpusError("give --out DIR to build a corpus, or --summary/--check SOURCE to inspect one")
-    from tasks.synthetic import build_corpus, config_from_args
+    from speechprobe.tasks.synthetic import build_corpus, config_from_args
 
     config = config_from_args(args.preset, speakers=args.speakers, utterances=args.utterances,
                               dialects=args.dialects, channels=args.channels, seed=args.seed)
@@ -144,8 +144,8 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from tasks.splits import control_labels, control_split, cross_validation_splits
-    from tasks.tasks import get_task, task_labels
+    from speechprobe.tasks.splits import control_labels, control_split, cross_validation_splits
+    from speechprobe.tasks.tasks import get_task, task_labels
 
     if args.out:
         check_writable(Path(args.out).parent)
@@ -173,7 +173,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_encoders(args: argparse.Namespace) -> int:
-    from encoders.registry import create_encoder, list_encoders
+    from speechprobe.encoders.registry import create_encoder, list_encoders
 
     rows = list_encoders()
     width = max(len(str(row["name"])) for row in rows)
@@ -190,8 +190,8 @@ def cmd_encoders(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from encoders.extraction import extract
-    from encoders.registry import create_encoder
+    from speechprobe.encoders.extraction import extract
+    from speechprobe.encoders.registry import create_encoder
 
     out = Path(args.out)
     if not (out / "manifest.json").is_file():  # a complete store is reused (or refused) without writing
@@ -211,7 +211,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from encoders.store import RepresentationStore, check_store
+    from speechprobe.encoders.store import RepresentationStore, check_store
 
     if args.check:
         problems = check_store(args.store)
@@ -225,13 +225,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from experiments.probe_commands import cmd_probe as run
+    from speechprobe.experiments.probe_commands import cmd_probe as run
 
     return run(args)
 
 
 def cmd_neurons(args: argparse.Namespace) -> int:
-    from experiments.probe_commands import cmd_neurons as run
+    from speechprobe.experiments.probe_commands import cmd_neurons as run
 
     return run(args)
 
@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from encoders.choices import DTYPES, POOLINGS
-    from tasks.catalog import CHANNEL_NAMES, DIALECTS, PRESET_NAMES
+    from speechprobe.encoders.choices import DTYPES, POOLINGS
+    from speechprobe.tasks.catalog import CHANNEL_NAMES, DIALECTS, PRESET_NAMES
 
     corpus = sub.add_parser(
         "corpus", help="build the synthetic labelled speech corpus, or summarise/check a corpus",
@@ -412,10 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the subset must reach this fraction of the full probe's accuracy (default 0.97)")
     neurons.set_defaults(func=cmd_neurons)
 
-    from experiments.run_commands import add_parsers
-    from experiments.gradnap_commands import add_parser as add_gradnap
-    from experiments.attribution_commands import add_parser as add_attribution
-    from experiments.similarity_commands import add_parser as add_similarity
+    from speechprobe.experiments.run_commands import add_parsers
+    from speechprobe.experiments.gradnap_commands import add_parser as add_gradnap
+    from speechprobe.experiments.attribution_commands import add_parser as add_attribution
+    from speechprobe.experiments.similarity_commands import add_parser as add_similarity
 
     add_parsers(sub)
     add_similarity(sub)
@@ -477,10 +477,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
             _MAIN_PID.remove(os.getpid())
 
-
-if __name__ == "__main__":
-    # `python -m experiments.cli` runs this file as __main__, a second copy of the module: the commands
-    # raise experiments.cli.CommandError, which only the imported module's main() catches as a user error.
-    from experiments.cli import main as imported_main
-
-    sys.exit(imported_main())

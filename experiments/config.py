@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from experiments.cli import CommandError
+from speechprobe.experiments.cli import CommandError
 
 __all__ = ["AblationSection", "AttributionSection", "AuditSection", "ProbeSettings", "RunConfig", "SweepSection", "load_config",
            "parse_config"]

@@ -137,7 +137,7 @@ def selectivity_note(unit: dict) -> Optional[str]:
     note = unit.get("selectivity_note")
     if note:
         return str(note)
-    from tasks.tasks import BUILTIN_TASKS
+    from speechprobe.tasks.tasks import BUILTIN_TASKS
 
     task = BUILTIN_TASKS.get(str(unit.get("task")))
     return task.control_note if task is not None else None
@@ -146,7 +146,7 @@ def selectivity_note(unit: dict) -> Optional[str]:
 def ablation_mode_words(mode: Optional[str]) -> str:
     """An ablation mode in words (:data:`probing.ablation.MODE_DESCRIPTIONS`); results written before the
     mode was recorded used raw zeros, so a missing mode reads as ``"zero"``."""
-    from probing.ablation import MODE_DESCRIPTIONS
+    from speechprobe.probing.ablation import MODE_DESCRIPTIONS
 
     mode = "zero" if mode is None else str(mode)
     return MODE_DESCRIPTIONS.get(mode, f"{mode} ablation")

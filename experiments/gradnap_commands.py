@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from experiments.cli import CommandError, cmd_lazy, write_directory
+from speechprobe.experiments.cli import CommandError, cmd_lazy, write_directory
 
 RESULTS, PROFILES, FIGURE = "gradnap.json", "profiles.npz", "gradnap.png"
 DEFAULT_L1, DEFAULT_L2 = 1e-3, 1e-3
@@ -35,7 +35,7 @@ def gradnap_layers(layers: Mapping[str, Any], labels: Any, groups: Any, splits: 
     """
     import numpy as np
 
-    from probing.gradnap import N_PERMUTATIONS, analyse_layer, crossfitted_relevance
+    from speechprobe.probing.gradnap import N_PERMUTATIONS, analyse_layer, crossfitted_relevance
 
     groups = np.asarray(groups).astype(str)
     blocks = None if blocks is None else np.asarray(blocks).astype(str)
@@ -73,11 +73,11 @@ def resolve_groups(index: Any, column: str, source: str) -> Any:
 def cmd_gradnap(args: argparse.Namespace) -> int:
     import time
 
-    from experiments.cli import _load
-    from experiments.figures import draw_gradnap
-    from experiments.probe_commands import (check_out, library_call, parse_probe_params, parse_strength, progress,
+    from speechprobe.experiments.cli import _load
+    from speechprobe.experiments.figures import draw_gradnap
+    from speechprobe.experiments.probe_commands import (check_out, library_call, parse_probe_params, parse_strength, progress,
                                             resolve_layers, write_json)
-    from experiments.runner import encoder_store
+    from speechprobe.experiments.runner import encoder_store
 
     started = time.perf_counter()
     l1 = parse_strength("--l1", args.l1)
@@ -90,9 +90,9 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
     out = check_out(args.out)
     tell = progress(args) or (lambda message: None)
 
-    from encoders.registry import check_name
-    from tasks.splits import cross_validation_splits
-    from tasks.tasks import get_task, task_labels
+    from speechprobe.encoders.registry import check_name
+    from speechprobe.tasks.splits import cross_validation_splits
+    from speechprobe.tasks.tasks import get_task, task_labels
 
     check_name(args.encoder)
     corpus = _load(args, args.corpus)
@@ -139,7 +139,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from experiments.cli import add_corpus_source
+    from speechprobe.experiments.cli import add_corpus_source
 
     parser = sub.add_parser(
         "gradnap", help="gradient-adjusted neuron activation profiles of groups (dialects, genders, ...) per layer",
@@ -164,4 +164,4 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="splits, probes and permutations (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_corpus_source(parser)
-    parser.set_defaults(func=cmd_lazy("experiments.gradnap_commands", "cmd_gradnap"))
+    parser.set_defaults(func=cmd_lazy("speechprobe.experiments.gradnap_commands", "cmd_gradnap"))

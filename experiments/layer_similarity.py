@@ -10,9 +10,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from experiments.cli import CommandError
-from experiments.config import SweepSection
-from experiments.runner import Run, unit_dir_name
+from speechprobe.experiments.cli import CommandError
+from speechprobe.experiments.config import SweepSection
+from speechprobe.experiments.runner import Run, unit_dir_name
 
 
 def aligned_layers(store_a: Any, store_b: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -45,7 +45,7 @@ def similarity_results(store_a: Any, store_b: Optional[Any], measure: str,
     ``names``: the encoders as the caller calls them (a run's config names); default, as the stores
     record them.
     """
-    from probing.similarity import similarity_matrix
+    from speechprobe.probing.similarity import similarity_matrix
 
     within = store_b is None
     if within:

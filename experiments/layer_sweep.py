@@ -18,17 +18,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.config import SweepSection
-from experiments.figures import selectivity_note
-from experiments.neuron_ablation import TOP_FRACTION, top_counts
-from experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
+from speechprobe.experiments.config import SweepSection
+from speechprobe.experiments.figures import selectivity_note
+from speechprobe.experiments.neuron_ablation import TOP_FRACTION, top_counts
+from speechprobe.experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
 
 PREDICTIONS, PROBES_DIR, CONTROL_PROBES_DIR = "predictions.csv", "probes", "control_probes"
 
 
 def baselines_of(section: SweepSection) -> dict[str, str]:
     """Encoder -> its random-weights baseline, as the section asks."""
-    from encoders.registry import random_twin
+    from speechprobe.encoders.registry import random_twin
 
     if section.baselines == "none":
         return {}
@@ -40,8 +40,8 @@ def baselines_of(section: SweepSection) -> dict[str, str]:
 def _salient(layers: dict[str, np.ndarray], labels: np.ndarray, split: Any, l1: float, l2: float,
              params: dict, seed: int) -> dict:
     """Where the top neurons of a probe on every layer at once live (counts per layer)."""
-    from probing.probe import ElasticNetProbe
-    from probing.ranking import rank_neurons
+    from speechprobe.probing.probe import ElasticNetProbe
+    from speechprobe.probing.ranking import rank_neurons
 
     names = list(layers)
     X = np.hstack([layers[name] for name in names])
@@ -59,9 +59,9 @@ def sweep_unit(run: Run, encoder: str, task: str, role: str = "model") -> tuple[
     """The cross-validated sweep of one encoder on one task (cached in the run folder)."""
 
     def compute():
-        from experiments.probe_commands import probe_dir_names
-        from probing.crossval import cross_validate_layers
-        from tasks.tasks import get_task
+        from speechprobe.experiments.probe_commands import probe_dir_names
+        from speechprobe.probing.crossval import cross_validate_layers
+        from speechprobe.tasks.tasks import get_task
 
         config = run.config
         store = run.store(encoder)
@@ -138,7 +138,7 @@ def run_sweep(run: Run, section: SweepSection) -> dict:
     sweep = {"encoders": list(section.encoders), "baselines": baselines, "tasks": list(section.tasks),
              "results": results, "findings": findings(results, baselines)}
     if section.similarity:
-        from experiments.layer_similarity import run_similarity
+        from speechprobe.experiments.layer_similarity import run_similarity
 
         sweep["similarity"] = run_similarity(run, section, baselines)
     if section.gradnap:
@@ -159,10 +159,10 @@ def gradnap_unit(run: Run, encoder: str, task: str) -> tuple[dict, Path]:
     sweep_data, sweep_path = sweep_unit(run, encoder, task)
 
     def compute():
-        from experiments.gradnap_commands import PROFILES, gradnap_layers
-        from probing.probe import ElasticNetProbe
-        from tasks.splits import cross_validation_splits
-        from tasks.tasks import get_task
+        from speechprobe.experiments.gradnap_commands import PROFILES, gradnap_layers
+        from speechprobe.probing.probe import ElasticNetProbe
+        from speechprobe.tasks.splits import cross_validation_splits
+        from speechprobe.tasks.tasks import get_task
 
         config = run.config
         store = run.store(encoder)
@@ -217,9 +217,9 @@ def attribution_unit(run: Run, section: SweepSection, encoder: str, task: str, u
     settings = section.attribution
 
     def compute():
-        from encoders.registry import create_encoder
-        from experiments.attribution import AttributionSettings, run_attribution
-        from probing.probe import ElasticNetProbe
+        from speechprobe.encoders.registry import create_encoder
+        from speechprobe.experiments.attribution import AttributionSettings, run_attribution
+        from speechprobe.probing.probe import ElasticNetProbe
 
         layer = unit["best_layer"]
         probe = ElasticNetProbe.load(unit_folder / unit["probe_dirs"][layer])

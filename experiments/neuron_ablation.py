@@ -15,8 +15,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from experiments.config import AblationSection
-from experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
+from speechprobe.experiments.config import AblationSection
+from speechprobe.experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
 
 ALL_LAYERS = "all"
 TOP_FRACTION = 0.05  # "top_counts": neurons of each layer among the top 5% of a concatenated ranking
@@ -32,9 +32,9 @@ def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, met
     in distribution; the default) or ``"zero"`` (raw-zero ablation, out of distribution); it is recorded
     as ``ablation["mode"]``.
     """
-    from probing.ablation import ablation_curve
-    from probing.ranking import rank_neurons, rank_per_class
-    from probing.ranking_check import check_ranking, minimal_versus_random
+    from speechprobe.probing.ablation import ablation_curve
+    from speechprobe.probing.ranking import rank_neurons, rank_per_class
+    from speechprobe.probing.ranking_check import check_ranking, minimal_versus_random
 
     tell = tell or (lambda message: None)
     train, val, test = split.train, split.validation, split.test
@@ -88,14 +88,14 @@ def layer_locations(names: list[str], widths: list[int], ranking: np.ndarray) ->
 
 def ablation_unit(run: Run, encoder: str, task: str, layer: str) -> tuple[dict, Path]:
     """Neuron analysis of ``task`` on ``layer`` (a name, best, or all) of ``encoder``'s store, cached."""
-    from experiments.layer_sweep import sweep_unit
+    from speechprobe.experiments.layer_sweep import sweep_unit
 
     if layer == "best":
         layer = sweep_unit(run, encoder, task)[0]["best_layer"]
 
     def compute():
-        from probing.probe import ElasticNetProbe
-        from probing.sweep import probe_layers
+        from speechprobe.probing.probe import ElasticNetProbe
+        from speechprobe.probing.sweep import probe_layers
 
         config = run.config
         store = run.store(encoder)
@@ -111,7 +111,7 @@ def ablation_unit(run: Run, encoder: str, task: str, layer: str) -> tuple[dict, 
             probe = sweep.probes[ALL_LAYERS]
         else:
             if layer not in store.layer_names:
-                from experiments.cli import CommandError
+                from speechprobe.experiments.cli import CommandError
 
                 raise CommandError(f"ablation: {encoder} has no layer {layer!r}; its layers: {', '.join(store.layer_names)}")
             unit, folder = sweep_unit(run, encoder, task)

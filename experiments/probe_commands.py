@@ -25,8 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from experiments.cli import CommandError, check_writable, write_directory
-from tasks.errors import CorpusError
+from speechprobe.experiments.cli import CommandError, check_writable, write_directory
+from speechprobe.tasks.errors import CorpusError
 
 RESULTS, NEURONS = "results.json", "neurons.json"
 PROBES_DIR, CONTROL_PROBES_DIR, PROBE_DIR = "probes", "control_probes", "probe"
@@ -118,7 +118,7 @@ def check_out(out: str) -> Path:
 
 
 def open_store(path: str):
-    from encoders.store import RepresentationStore
+    from speechprobe.encoders.store import RepresentationStore
 
     return RepresentationStore(path)
 
@@ -145,8 +145,8 @@ class TaskData:
     """A task's labels and split over a store's index (every corpus check runs here)."""
 
     def __init__(self, store, task_name: str, seed: int, control: bool) -> None:
-        from tasks.splits import control_labels, control_split, make_split
-        from tasks.tasks import get_task, task_labels
+        from speechprobe.tasks.splits import control_labels, control_split, make_split
+        from speechprobe.tasks.tasks import get_task, task_labels
 
         index = store.index
         self.task = get_task(task_name, index)
@@ -168,7 +168,7 @@ class TaskData:
 
 def probe_dir_names(layers: Sequence[str]) -> dict[str, str]:
     """Layer -> folder name safe on every file system (the store's own layer file naming), unique."""
-    from encoders.store import layer_file_name
+    from speechprobe.encoders.store import layer_file_name
 
     names: dict[str, str] = {}
     for layer in layers:
@@ -238,7 +238,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     layer_names = resolve_layers(store, args.layers)
     data = TaskData(store, args.task, args.seed, control=not args.no_control)
 
-    from probing.sweep import DEFAULT_GRID, probe_layers
+    from speechprobe.probing.sweep import DEFAULT_GRID, probe_layers
 
     layers = {name: store.layer(name) for name in layer_names}
     sweep = library_call(f"task {data.task.name}", lambda: probe_layers(
@@ -324,8 +324,8 @@ def cmd_neurons(args: argparse.Namespace) -> int:
         layer_names = resolve_layers(store, [args.layer])
     data = TaskData(store, args.task, args.seed, control=False)
 
-    from experiments.neuron_ablation import analyse_neurons, layer_locations
-    from probing.sweep import DEFAULT_GRID, probe_layers
+    from speechprobe.experiments.neuron_ablation import analyse_neurons, layer_locations
+    from speechprobe.probing.sweep import DEFAULT_GRID, probe_layers
 
     label = ALL_LAYERS if args.layer == ALL_LAYERS else layer_names[0]
     blocks = [np.asarray(store.layer(name)) for name in layer_names]
@@ -390,7 +390,7 @@ def neurons_summary(result: dict) -> str:
     if result.get("check"):
         lines.append(f"ranking check: {result['check']['summary']}")
     at = int(np.argmax(a["fractions"]))
-    from experiments.figures import ablation_mode_words
+    from speechprobe.experiments.figures import ablation_mode_words
 
     lines.append(
         f"ablation, {a['fractions'][at]:.0%} of the neurons ({a['ks'][at]}) removed by "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 from urllib.parse import quote, unquote
 
-from experiments.figures import (ablation_mode_words, attribution_figure_name, gradnap_figure_name, model_encoders,
+from speechprobe.experiments.figures import (ablation_mode_words, attribution_figure_name, gradnap_figure_name, model_encoders,
                                  model_units, safe_name, selectivity_note, similarity_figure_name, sweep_tasks,
                                  twin_unit, unit_of)
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.cli import CommandError, add_corpus_source, check_writable, column_map, naming
-from experiments.config import SIMILARITY_MEASURES, RunConfig, load_config, parse_config
+from speechprobe.experiments.cli import CommandError, add_corpus_source, check_writable, column_map, naming
+from speechprobe.experiments.config import SIMILARITY_MEASURES, RunConfig, load_config, parse_config
 
 RESULTS, FIGURES_DIR, LOGS_DIR = "results.json", "figures", "logs"
 
@@ -22,8 +22,8 @@ def execute(config: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
     """Run every section of ``config``; returns the results (also written to the run folder)."""
     from importlib.metadata import version
 
-    from experiments.dashboard import Dashboard, parse_loggers
-    from experiments.runner import Run, check_names, check_stores_writable, prepare_corpus, reporter, write_json
+    from speechprobe.experiments.dashboard import Dashboard, parse_loggers
+    from speechprobe.experiments.runner import Run, check_names, check_stores_writable, prepare_corpus, reporter, write_json
 
     try:
         loggers = parse_loggers(list(config.logger))
@@ -43,21 +43,21 @@ def execute(config: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
                    "speakers": int(corpus.metadata["speaker"].nunique()) if "speaker" in corpus.metadata else None},
     }
     if config.sweep:
-        from experiments.layer_sweep import run_sweep
+        from speechprobe.experiments.layer_sweep import run_sweep
 
         results["sweep"] = run_sweep(run, config.sweep)
     if config.audit:
-        from experiments.bias_audit import run_audit
+        from speechprobe.experiments.bias_audit import run_audit
 
         results["audit"] = run_audit(run, config.audit)
     if config.ablation:
-        from experiments.neuron_ablation import run_ablation
+        from speechprobe.experiments.neuron_ablation import run_ablation
 
         results["ablation"] = run_ablation(run, config.ablation)
     results["units_computed"] = list(run.computed)
 
-    from experiments.figures import make_figures
-    from experiments.report import summary_table, write_report
+    from speechprobe.experiments.figures import make_figures
+    from speechprobe.experiments.report import summary_table, write_report
 
     run.tell("drawing the figures and writing the report")
     with naming(run.out):  # a write that fails without naming its file (a full disk) names the run folder
@@ -191,7 +191,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """The run/sweep/audit/ablation subcommands (called by experiments.cli.build_parser)."""
-    from experiments.cli import cmd_lazy
+    from speechprobe.experiments.cli import cmd_lazy
 
     run = sub.add_parser("run", help="run the studies of a YAML config (sweep, audit, ablation) and write the report",
                          description="Run every section of CONFIG (see experiments/configs/) into its run folder: "
@@ -200,7 +200,7 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("config", metavar="CONFIG.yaml")
     run.add_argument("--out", metavar="DIR", help="run folder (default: the config's out, or data/runs/<name>)")
     run.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")
-    run.set_defaults(func=cmd_lazy("experiments.run_commands", "cmd_run"))
+    run.set_defaults(func=cmd_lazy("speechprobe.experiments.run_commands", "cmd_run"))
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--corpus", required=True, metavar="SOURCE", help="corpus folder, CSV or HF dataset")
@@ -226,7 +226,7 @@ def add_parsers(sub: Any) -> None:
     sweep.add_argument("--similarity", choices=SIMILARITY_MEASURES, metavar="MEASURE",
                        help="also compare layers within each encoder and against its baseline "
                             f"({', '.join(SIMILARITY_MEASURES)})")
-    sweep.set_defaults(func=cmd_lazy("experiments.run_commands", "cmd_sweep"))
+    sweep.set_defaults(func=cmd_lazy("speechprobe.experiments.run_commands", "cmd_sweep"))
 
     audit = sub.add_parser("audit", help="bias audit of an attribute (gender by default) in one encoder",
                            description="Where and how strongly the attribute is encoded, how many neurons carry "
@@ -237,7 +237,7 @@ def add_parsers(sub: Any) -> None:
     audit.add_argument("--attribute", default="gender")
     audit.add_argument("--tasks", nargs="+", metavar="TASK", help="the other tasks (default speaker dialect channel)")
     audit.add_argument("--layer", default="best", help="a layer name, or best (default)")
-    audit.set_defaults(func=cmd_lazy("experiments.run_commands", "cmd_audit"))
+    audit.set_defaults(func=cmd_lazy("speechprobe.experiments.run_commands", "cmd_audit"))
 
     ablation = sub.add_parser("ablation", help="neuron ablation curves and the minimal subset for a task",
                               description="Rank a layer's neurons (or all layers'), find the minimal subset and "
@@ -246,4 +246,4 @@ def add_parsers(sub: Any) -> None:
     ablation.add_argument("--encoder", required=True)
     ablation.add_argument("--task", default="gender")
     ablation.add_argument("--layer", default="all", help="a layer name, best, or all (default: every layer concatenated)")
-    ablation.set_defaults(func=cmd_lazy("experiments.run_commands", "cmd_ablation"))
+    ablation.set_defaults(func=cmd_lazy("speechprobe.experiments.run_commands", "cmd_ablation"))

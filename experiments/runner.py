@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import yaml
 
-from experiments.cli import CommandError, check_writable, naming, write_atomically, write_directory
-from experiments.config import RunConfig, parse_config
+from speechprobe.experiments.cli import CommandError, check_writable, naming, write_atomically, write_directory
+from speechprobe.experiments.config import RunConfig, parse_config
 
 RUN_FILE, UNIT_FILE, INPUTS_FILE = "run.yaml", "unit.json", "inputs.json"
 UNITS_DIR = "units"
@@ -60,7 +60,7 @@ def unit_dir_name(name: str) -> str:
 
 def to_json(value: Any) -> Any:
     """Plain JSON values: numpy scalars and arrays, tuples, paths; NaN and Inf become null."""
-    from experiments.probe_commands import to_json as convert
+    from speechprobe.experiments.probe_commands import to_json as convert
 
     return convert(value)
 
@@ -248,9 +248,9 @@ def encoder_store(corpus: Any, encoder: str, stores: str | Path, tell: Callable[
     content (fingerprint) or encoder weights have changed since, is out of date: it is extracted again
     (saying so). A store of another encoder or corpus source is never removed (extraction refuses it).
     """
-    from encoders.extraction import extract
-    from encoders.registry import create_encoder
-    from encoders.store import RepresentationStore
+    from speechprobe.encoders.extraction import extract
+    from speechprobe.encoders.registry import create_encoder
+    from speechprobe.encoders.store import RepresentationStore
 
     path = Path(stores) / store_dir_name(encoder)
     model = create_encoder(encoder)
@@ -298,7 +298,7 @@ def run_encoders(config: RunConfig) -> list[str]:
     """Every encoder whose store the run reads: the sections' encoders and the sweep's baselines."""
     names = list(config.encoders())
     if config.sweep:
-        from experiments.layer_sweep import baselines_of
+        from speechprobe.experiments.layer_sweep import baselines_of
 
         names += [b for b in baselines_of(config.sweep).values() if b not in names]
     return names
@@ -322,11 +322,11 @@ def reporter(quiet: bool) -> Callable[[str], None]:
 
 def prepare_corpus(config: RunConfig, tell: Callable[[str], None]) -> Any:
     """The config's corpus, built first when a synthetic preset is named and the folder is missing."""
-    from tasks.corpus import load_corpus
+    from speechprobe.tasks.corpus import load_corpus
 
     path = Path(config.corpus)
     if config.corpus_preset and not path.exists():
-        from tasks.synthetic import build_corpus, config_from_args
+        from speechprobe.tasks.synthetic import build_corpus, config_from_args
 
         check_writable(path)
         tell(f"building the {config.corpus_preset} synthetic corpus in {path}")
@@ -337,8 +337,8 @@ def prepare_corpus(config: RunConfig, tell: Callable[[str], None]) -> Any:
 
 def check_names(config: RunConfig, corpus: Any) -> None:
     """Every encoder and task the config names, checked before any work or any file is written."""
-    from encoders.registry import check_name
-    from tasks.tasks import get_task, task_labels
+    from speechprobe.encoders.registry import check_name
+    from speechprobe.tasks.tasks import get_task, task_labels
 
     for name in config.encoders():
         check_name(name)
@@ -351,7 +351,7 @@ def check_names(config: RunConfig, corpus: Any) -> None:
     tasks = [*(config.sweep.tasks if config.sweep else ()),
              *([config.audit.attribute, *config.audit.tasks] if config.audit else []),
              *([config.ablation.task] if config.ablation else [])]
-    from tasks.splits import control_split, cross_validation_splits
+    from speechprobe.tasks.splits import control_split, cross_validation_splits
 
     for task in dict.fromkeys(tasks):  # the labels and splits each task needs, so no run stops half-way for them
         task_labels(corpus.metadata, get_task(task, corpus.metadata))
@@ -381,8 +381,8 @@ def task_arrays(store: Any, task_name: str, *, folds: int, seed: int, control: b
     only: its test part already holds every speaker, and more folds would multiply the run's most
     expensive probes (one output per speaker) for no new speaker.
     """
-    from tasks.splits import control_labels, control_split, cross_validation_splits
-    from tasks.tasks import get_task, task_labels
+    from speechprobe.tasks.splits import control_labels, control_split, cross_validation_splits
+    from speechprobe.tasks.tasks import get_task, task_labels
 
     index = store.index
     task = get_task(task_name, index)
@@ -403,6 +403,6 @@ def probe_params(config: RunConfig) -> dict[str, Any]:
 
 
 def grid(config: RunConfig) -> list[tuple[float, float]]:
-    from probing.sweep import DEFAULT_GRID
+    from speechprobe.probing.sweep import DEFAULT_GRID
 
     return list(DEFAULT_GRID if config.probe.grid is None else config.probe.grid)

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from experiments.cli import CommandError, cmd_lazy, write_directory
-from experiments.config import SIMILARITY_MEASURES
+from speechprobe.experiments.cli import CommandError, cmd_lazy, write_directory
+from speechprobe.experiments.config import SIMILARITY_MEASURES
 
 # numpy and the probing code load only when the command runs: `speechprobe --help` stays instant
 
@@ -15,9 +15,9 @@ RESULTS, FIGURE = "similarity.json", "similarity.png"
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
-    from experiments.figures import draw_similarity
-    from experiments.layer_similarity import similarity_results
-    from experiments.probe_commands import check_out, library_call, open_store, progress, write_json
+    from speechprobe.experiments.figures import draw_similarity
+    from speechprobe.experiments.layer_similarity import similarity_results
+    from speechprobe.experiments.probe_commands import check_out, library_call, open_store, progress, write_json
 
     if len(args.store) > 2:
         raise CommandError(f"--store is given {len(args.store)} times; give one store (its layers against each "
@@ -54,4 +54,4 @@ def add_parser(sub: Any) -> None:
                         help="linear_cka (default; scales to any N), rbf_cka (N <= 5000), svcca, pwcca")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the results")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    parser.set_defaults(func=cmd_lazy("experiments.similarity_commands", "cmd_similarity"))
+    parser.set_defaults(func=cmd_lazy("speechprobe.experiments.similarity_commands", "cmd_similarity"))

@@ -41,8 +41,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from probing.checks import feature_matrix, label_vector
-from probing.metrics import accuracy
+from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.metrics import accuracy
 
 __all__ = ["AblationCurve", "DEFAULT_MODE", "MODES", "MODE_DESCRIPTIONS", "ablate", "ablation_curve"]
 
@@ -60,7 +60,7 @@ DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 def fit_probes(*args: Any, **kwargs: Any) -> list:
     """:func:`probing.probe.fit_probes`, imported on first use: the probe pulls in torch and Lightning, which
     a reader of :data:`MODE_DESCRIPTIONS` (a report) does not need."""
-    from probing.probe import fit_probes as fit
+    from speechprobe.probing.probe import fit_probes as fit
 
     return fit(*args, **kwargs)
 
@@ -252,7 +252,7 @@ def _fit_params(probe: Any) -> tuple[float, float, dict]:
     params = dict(get_params())
     if "l1" not in params or "l2" not in params:
         raise ValueError("probe.get_params() must give l1 and l2 to retrain with")
-    from probing.probe import TRAINING_PARAMS
+    from speechprobe.probing.probe import TRAINING_PARAMS
 
     kwargs = {name: params[name] for name in TRAINING_PARAMS if name in params}
     return params["l1"], params["l2"], kwargs

@@ -21,10 +21,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from probing.checks import label_vector
-from probing.metrics import FoldSummary, Interval, bootstrap_interval, fold_summary, selectivity
-from probing.probe import ElasticNetProbe
-from probing.sweep import DEFAULT_GRID, probe_layers
+from speechprobe.probing.checks import label_vector
+from speechprobe.probing.metrics import FoldSummary, Interval, bootstrap_interval, fold_summary, selectivity
+from speechprobe.probing.probe import ElasticNetProbe
+from speechprobe.probing.sweep import DEFAULT_GRID, probe_layers
 
 __all__ = ["CrossValidatedLayer", "CrossValidatedSweep", "cross_validate_layers"]
 

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from probing.metrics import Interval
+from speechprobe.probing.metrics import Interval
 
 __all__ = ["GroupGap", "group_gap"]
 

@@ -78,7 +78,7 @@ def crossfitted_relevance(X: Any, labels: Any, splits: Any, *, l1: float, l2: fl
     validation rows, unless ``probes`` holds one for that split's position already. A row tested by several
     splits keeps the last; the rows come back sorted.
     """
-    from probing.probe import ElasticNetProbe
+    from speechprobe.probing.probe import ElasticNetProbe
 
     X = np.asarray(X)
     labels = np.asarray(labels)

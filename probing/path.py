@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from probing.checks import feature_matrix, label_vector
+from speechprobe.probing.checks import feature_matrix, label_vector
 
 __all__ = ["PathResult", "RegularisationPath", "path_rankings", "regularisation_path"]
 
@@ -325,7 +325,7 @@ class RegularisationPath(BaseEstimator):
 
 def _fit_path(X: np.ndarray, y: Any, params: RegularisationPath):
     """The path of one checked (N, D) float64 feature matrix: its result, (mean, scale) and classes."""
-    from probing.probe import _classes, _standardise
+    from speechprobe.probing.probe import _classes, _standardise
 
     classes, codes = _classes(label_vector("y", y, X.shape[0], "X"))
     mean, scale = _standardise(X)

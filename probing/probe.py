@@ -21,9 +21,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError  # a ValueError subclass
 from sklearn.model_selection import train_test_split
 
-from probing.checks import feature_matrix, label_vector
-from probing.metrics import accuracy
-from probing.training import train_probe_bank
+from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.metrics import accuracy
+from speechprobe.probing.training import train_probe_bank
 
 __all__ = ["TRAINING_PARAMS", "ElasticNetProbe", "ProbeFileError", "fit_probes"]
 

@@ -244,7 +244,7 @@ def rank_neurons(
         X, y = _data(method, X, y, n_features)
         if method == "probeless":
             return _order(_probeless_score(X, y))
-        from probing.path import RegularisationPath
+        from speechprobe.probing.path import RegularisationPath
 
         return RegularisationPath().fit(X, y).ranking_
     if probe is None:

@@ -42,10 +42,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from probing.ablation import _seeds
-from probing.checks import feature_matrix, label_vector
-from probing.probe import fit_probes
-from probing.subset import MinimalSubset, _probe_kwargs, _ranking, minimal_subset
+from speechprobe.probing.ablation import _seeds
+from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.probe import fit_probes
+from speechprobe.probing.subset import MinimalSubset, _probe_kwargs, _ranking, minimal_subset
 
 __all__ = [
     "DEFAULT_KS",

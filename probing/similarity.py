@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
 
-from probing.checks import feature_matrix
+from speechprobe.probing.checks import feature_matrix
 
 __all__ = [
     "MAX_GRAM_N",

@@ -33,8 +33,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from probing.checks import feature_matrix, label_vector
-from probing.probe import ElasticNetProbe, fit_probes
+from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.probe import ElasticNetProbe, fit_probes
 
 __all__ = ["MinimalSubset", "minimal_subset"]
 

@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from probing.checks import feature_matrix, label_vector
-from probing.metrics import Interval, bootstrap_interval, majority_baseline, selectivity
-from probing.probe import TRAINING_PARAMS, ElasticNetProbe, fit_probes
+from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.metrics import Interval, bootstrap_interval, majority_baseline, selectivity
+from speechprobe.probing.probe import TRAINING_PARAMS, ElasticNetProbe, fit_probes
 
 __all__ = ["DEFAULT_GRID", "LayerScore", "SweepResult", "probe_layers", "sparsity"]
 

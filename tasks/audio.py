@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from tasks.errors import CorpusError
+from speechprobe.tasks.errors import CorpusError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from tasks.audio import audio_duration, check_length, decode_audio, resample
-from tasks.errors import CorpusError
+from speechprobe.tasks.audio import audio_duration, check_length, decode_audio, resample
+from speechprobe.tasks.errors import CorpusError
 
 #: Columns that hold names, not numbers: read as strings so ids like "001" keep their zeros.
 TEXT_COLUMNS = ("utt_id", "speaker", "gender", "dialect", "channel", "text", "language", "file_name")

@@ -16,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from tasks.errors import CorpusError
+from speechprobe.tasks.errors import CorpusError
 
 SAMPLE_RATE = 22050
 _AUDIO_OUTPUT_SYNCHRONOUS = 2

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from tasks.errors import CorpusError
-from tasks.tasks import SPEAKER_DISJOINT, Task, get_task, label_strings, task_labels
+from speechprobe.tasks.errors import CorpusError
+from speechprobe.tasks.tasks import SPEAKER_DISJOINT, Task, get_task, label_strings, task_labels
 
 PARTS = ("train", "validation", "test")
 #: Redraws allowed before `control_labels` gives up on getting two classes (tiny corpora only).

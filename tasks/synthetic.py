@@ -22,12 +22,12 @@ import soundfile as sf
 from scipy import signal
 from tqdm import tqdm
 
-from tasks.channels import CHANNELS, SAMPLE_RATE, record
-from tasks.errors import CorpusError
-from tasks.espeak import SAMPLE_RATE as ESPEAK_RATE
-from tasks.espeak import Espeak, private_data_dir
-from tasks.texts import sentences
-from tasks.voices import DIALECTS, GENDERS, Voice, sample_voice
+from speechprobe.tasks.channels import CHANNELS, SAMPLE_RATE, record
+from speechprobe.tasks.errors import CorpusError
+from speechprobe.tasks.espeak import SAMPLE_RATE as ESPEAK_RATE
+from speechprobe.tasks.espeak import Espeak, private_data_dir
+from speechprobe.tasks.texts import sentences
+from speechprobe.tasks.voices import DIALECTS, GENDERS, Voice, sample_voice
 
 GENERATOR_VERSION = 1
 MANIFEST = "corpus.json"

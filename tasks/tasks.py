@@ -18,7 +18,7 @@ from typing import Literal, Optional
 import numpy as np
 import pandas as pd
 
-from tasks.errors import CorpusError
+from speechprobe.tasks.errors import CorpusError
 
 SplitPolicy = Literal["speaker_disjoint", "within_speaker"]
 SPEAKER_DISJOINT: SplitPolicy = "speaker_disjoint"

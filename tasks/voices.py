@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tasks.catalog import DIALECTS
+from speechprobe.tasks.catalog import DIALECTS
 
 GENDERS = ("female", "male")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.synthetic import PRESETS, build_corpus
+from speechprobe.tasks.synthetic import PRESETS, build_corpus
 
 
 @pytest.fixture(scope="session")

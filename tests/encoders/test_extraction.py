@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import encoders.extraction as extraction
-from encoders.base import EncoderError
-from encoders.extraction import extract
-from encoders.store import RepresentationStore
-from tasks.corpus import load_corpus
-from tasks.errors import CorpusError
+import speechprobe.encoders.extraction as extraction
+from speechprobe.encoders.base import EncoderError
+from speechprobe.encoders.extraction import extract
+from speechprobe.encoders.store import RepresentationStore
+from speechprobe.tasks.corpus import load_corpus
+from speechprobe.tasks.errors import CorpusError
 from tests.encoders.toy import ToyEncoder
 
 

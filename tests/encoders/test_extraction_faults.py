@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from encoders.base import EncoderError
-from encoders.extraction import extract
-from encoders.store import RepresentationStore
-from tasks.corpus import load_corpus
-from tasks.errors import CorpusError
+from speechprobe.encoders.base import EncoderError
+from speechprobe.encoders.extraction import extract
+from speechprobe.encoders.store import RepresentationStore
+from speechprobe.tasks.corpus import load_corpus
+from speechprobe.tasks.errors import CorpusError
 from tests.encoders.toy import ToyEncoder
 
 
@@ -58,7 +58,7 @@ def test_a_pickled_hf_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
     import torch
     from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
-    from encoders.hf import HFEncoder, random_config
+    from speechprobe.encoders.hf import HFEncoder, random_config
 
     folder, marker = tmp_path / "model", tmp_path / "payload-ran"
     model = AutoModel.from_config(random_config("wav2vec2", "tiny"))
@@ -78,7 +78,7 @@ def test_a_pickled_hf_checkpoint_is_refused_in_one_line(tmp_path: Path) -> None:
 
 
 def test_a_second_extraction_into_a_locked_store_fails_naming_the_holder(tiny_corpus: Path, tmp_path: Path) -> None:
-    from encoders.store import store_lock
+    from speechprobe.encoders.store import store_lock
 
     corpus, store = load_corpus(tiny_corpus), tmp_path / "store"
     encoder = ToyEncoder()

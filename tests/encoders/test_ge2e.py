@@ -22,9 +22,9 @@ import torch
 from scipy.signal import get_window
 from torch import nn
 
-from encoders.base import EncoderError
-from encoders.ge2e import GE2EEncoder, ge2e, weights_available
-from tasks.corpus import load_corpus
+from speechprobe.encoders.base import EncoderError
+from speechprobe.encoders.ge2e import GE2EEncoder, ge2e, weights_available
+from speechprobe.tasks.corpus import load_corpus
 
 needs_weights = pytest.mark.skipif(not weights_available(), reason="resemblyzer 0.1.4 is not installed")
 

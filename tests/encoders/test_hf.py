@@ -16,8 +16,8 @@ import torch
 from transformers import (AutoFeatureExtractor, AutoModel, BertConfig, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
                           WhisperFeatureExtractor, WhisperModel)
 
-from encoders.base import EncoderError, SpeechEncoder
-from encoders.hf import (RANDOM_ARCHITECTURES, HFEncoder, parse_random_name, random_config, random_encoder,
+from speechprobe.encoders.base import EncoderError, SpeechEncoder
+from speechprobe.encoders.hf import (RANDOM_ARCHITECTURES, HFEncoder, parse_random_name, random_config, random_encoder,
                          weights_available)
 
 # (id, architecture, config overrides): the base layouts (GroupNorm CNN, post-LayerNorm encoder; data2vec's
@@ -315,11 +315,11 @@ def test_weights_available(saved: dict, tmp_path: Path) -> None:
 
 def _whisper_delegate_missing() -> str | None:
     try:
-        module = importlib.import_module("encoders.whisper")
+        module = importlib.import_module("speechprobe.encoders.whisper")
     except ImportError as error:
-        return f"encoders.whisper cannot be imported yet ({error})"
+        return f"speechprobe.encoders.whisper cannot be imported yet ({error})"
     if not hasattr(getattr(module, "WhisperEncoder", None), "from_transformers"):
-        return "encoders.whisper has no WhisperEncoder.from_transformers yet"
+        return "speechprobe.encoders.whisper has no WhisperEncoder.from_transformers yet"
     return None
 
 
@@ -329,7 +329,7 @@ needs_whisper = pytest.mark.skipif(_whisper_delegate_missing() is not None,
 
 @needs_whisper
 def test_whisper_checkpoint_is_delegated(tmp_path: Path) -> None:
-    from encoders.whisper import WhisperEncoder
+    from speechprobe.encoders.whisper import WhisperEncoder
 
     torch.manual_seed(0)
     model = WhisperModel(random_config("whisper", "tiny"))
@@ -345,7 +345,7 @@ def test_whisper_checkpoint_is_delegated(tmp_path: Path) -> None:
 
 @needs_whisper
 def test_random_whisper_is_seeded() -> None:
-    from encoders.whisper import WhisperEncoder
+    from speechprobe.encoders.whisper import WhisperEncoder
 
     first, again = random_encoder("whisper", "tiny", 0), random_encoder("whisper", "tiny", 0)
     assert isinstance(first, WhisperEncoder)

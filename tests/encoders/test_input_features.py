@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-from encoders.ge2e import GE2EEncoder
-from encoders.whisper import WhisperEncoder
+from speechprobe.encoders.ge2e import GE2EEncoder
+from speechprobe.encoders.whisper import WhisperEncoder
 from tests.encoders.toy import ToyEncoder
 
 

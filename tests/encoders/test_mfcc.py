@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoders.mfcc import mel_filterbank, mfcc, mfcc_mean
+from speechprobe.encoders.mfcc import mel_filterbank, mfcc, mfcc_mean
 
 
 def test_frame_count_and_shape() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encoders.pooling import pool, pooled_dim
+from speechprobe.encoders.pooling import pool, pooled_dim
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:

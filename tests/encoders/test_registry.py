@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from encoders.base import EncoderError
-from encoders.registry import FIXED, create_encoder, list_encoders
+from speechprobe.encoders.base import EncoderError
+from speechprobe.encoders.registry import FIXED, create_encoder, list_encoders
 
 
 @pytest.mark.parametrize("name", ["ge2e", "crepe-tiny"])

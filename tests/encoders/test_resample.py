@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import signal
 
-from encoders.resample import resample_batch, resample_rows, resampled_lengths
+from speechprobe.encoders.resample import resample_batch, resample_rows, resampled_lengths
 
 
 def _tone(rate: int, seconds: float, hz: float) -> np.ndarray:

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders.base import EncoderError
-from encoders.extraction import extract
-from encoders.store import RepresentationStore, StoreWriter
-from tasks.corpus import load_corpus
+from speechprobe.encoders.base import EncoderError
+from speechprobe.encoders.extraction import extract
+from speechprobe.encoders.store import RepresentationStore, StoreWriter
+from speechprobe.tasks.corpus import load_corpus
 from tests.encoders.toy import ToyEncoder
 
 
@@ -167,12 +167,12 @@ DAMAGE = {  # kind -> what the one line says (after the file's name)
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_a_damaged_store_is_refused_on_open_naming_the_file(store: Path, kind: str,
                                                             capsys: pytest.CaptureFixture) -> None:
-    from experiments.cli import main
+    from speechprobe.experiments.cli import main
 
     _damage(store, kind)
     with pytest.raises(EncoderError, match=f"^{store}/{DAMAGE[kind]}"):
         RepresentationStore(store)
-    from encoders.store import check_store
+    from speechprobe.encoders.store import check_store
 
     assert any(re.match(f"{store}/{DAMAGE[kind]}", line) for line in check_store(store))
     capsys.readouterr()
@@ -183,8 +183,8 @@ def test_a_damaged_store_is_refused_on_open_naming_the_file(store: Path, kind: s
 
 
 def test_info_check_reads_every_value(store: Path, capsys: pytest.CaptureFixture) -> None:
-    from encoders.store import check_store
-    from experiments.cli import main
+    from speechprobe.encoders.store import check_store
+    from speechprobe.experiments.cli import main
 
     assert check_store(store) == []
     assert main(["info", "--check", str(store)]) == 0

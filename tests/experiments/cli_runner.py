@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 
-from experiments.cli import main
+from speechprobe.experiments.cli import main
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:

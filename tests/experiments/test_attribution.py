@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from encoders.base import EncoderOutput, SpeechEncoder
-from encoders.ge2e import GE2EEncoder
-from encoders.pooling import pool
-from experiments.attribution import (AttributionError, AttributionSettings, ProbedEncoder, attribute, lrp_unsupported,
+from speechprobe.encoders.base import EncoderOutput, SpeechEncoder
+from speechprobe.encoders.ge2e import GE2EEncoder
+from speechprobe.encoders.pooling import pool
+from speechprobe.experiments.attribution import (AttributionError, AttributionSettings, ProbedEncoder, attribute, lrp_unsupported,
                                      run_attribution, spearman)
 
 BINS, HOP, PLANTED = 16, 16, (3, 5)
@@ -142,7 +142,7 @@ def test_spearman() -> None:
 
 @pytest.mark.parametrize("kind, shape", [("waveform", (8000,)), ("log-mel", (50, 40))])
 def test_figure_draws_one_panel_per_method(kind: str, shape: tuple, tmp_path) -> None:
-    from experiments.figures import draw_attribution
+    from speechprobe.experiments.figures import draw_attribution
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=shape).astype(np.float32)

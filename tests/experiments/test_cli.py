@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments.cli import main
+from speechprobe.experiments.cli import main
 
 TINY = ["--speakers", "4", "--utterances", "1", "--dialects", "en-US", "--channels", "clean", "gsm", "telephone",
         "--quiet"]
@@ -132,7 +132,7 @@ def test_extract_bad_input_is_one_line(argv: list[str], message: str, tiny_corpu
 def test_two_cpu_processes_write_the_same_store_as_one(tiny_corpus: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from encoders.store import RepresentationStore
+    from speechprobe.encoders.store import RepresentationStore
 
     script = shutil.which("speechprobe", path=str(Path(sys.executable).parent))
     stores = {}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import CommandError
-from experiments.config import load_config, parse_config
+from speechprobe.experiments.cli import CommandError
+from speechprobe.experiments.config import load_config, parse_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 MINIMAL = {"name": "t", "corpus": "c", "sweep": {"encoders": ["ge2e"]}}

@@ -15,8 +15,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from experiments import dashboard
-from experiments.dashboard import DEFAULT_LOGGERS, LOGGERS, Dashboard, parse_loggers
+from speechprobe.experiments import dashboard
+from speechprobe.experiments.dashboard import DEFAULT_LOGGERS, LOGGERS, Dashboard, parse_loggers
 
 CONFIG = {"encoder": "ge2e", "seed": 3, "probe": {"kind": "linear", "l1": 0.01}, "corpus": Path("/data/tiny")}
 

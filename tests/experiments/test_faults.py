@@ -203,7 +203,7 @@ def test_a_damaged_probe_read_by_a_command_is_one_line_exit_2(study, tiny_corpus
                                                               monkeypatch: pytest.MonkeyPatch):
     """A run's probe whose safetensors file was replaced by random bytes: the command that reads it ends in one
     line naming the file (exit 2), never a SafetensorError trace; a plain ValueError (a bug) still raises."""
-    from probing.probe import ElasticNetProbe
+    from speechprobe.probing.probe import ElasticNetProbe
 
     root, *_ = study
     probe = tmp_path / "probe"

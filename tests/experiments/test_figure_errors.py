@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import figures
+from speechprobe.experiments import figures
 
 
 def test_a_broken_figure_fails_under_the_suite_and_warns_a_user(monkeypatch, tmp_path: Path) -> None:

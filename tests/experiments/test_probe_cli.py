@@ -37,7 +37,7 @@ def store(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def planted_store(store: Path) -> Path:
-    from encoders.store import RepresentationStore
+    from speechprobe.encoders.store import RepresentationStore
 
     path = store.parent / "planted"
     shutil.copytree(store, path)
@@ -64,13 +64,13 @@ def probe_run(planted_store: Path) -> tuple[Path, dict, str]:
 
 
 def _store(path: Path):
-    from encoders.store import RepresentationStore
+    from speechprobe.encoders.store import RepresentationStore
 
     return RepresentationStore(path)
 
 
 def _split(path: Path):
-    from tasks.splits import make_split
+    from speechprobe.tasks.splits import make_split
 
     return make_split(_store(path).index, TASK, seed=0)
 
@@ -83,8 +83,8 @@ def _check_interval(interval: dict) -> None:
 
 
 def test_probe_scores_every_layer(probe_run: tuple[Path, dict, str], planted_store: Path) -> None:
-    from probing.probe import ElasticNetProbe
-    from probing.sweep import DEFAULT_GRID
+    from speechprobe.probing.probe import ElasticNetProbe
+    from speechprobe.probing.sweep import DEFAULT_GRID
 
     out, results, stdout = probe_run
     store = _store(planted_store)
@@ -140,7 +140,7 @@ def test_one_setting_for_chosen_layers(store: Path, tmp_path: Path) -> None:
 def test_speaker_task_has_no_control_and_says_why(store: Path, tmp_path: Path) -> None:
     """The speaker task's control task (a random label per speaker) is speaker identity again: not trained,
     selectivity null with the reason, n/a in the printed table."""
-    from tasks.tasks import SPEAKER_CONTROL_NOTE
+    from speechprobe.tasks.tasks import SPEAKER_CONTROL_NOTE
 
     out = tmp_path / "speaker"
     code, stdout, err = _run(["probe", "--store", str(store), "--task", "speaker", "--out", str(out), "--layers",
@@ -175,7 +175,7 @@ def test_grid_choice_is_from_the_grid(store: Path, tmp_path: Path) -> None:
 
 
 def test_neurons_of_one_layer(planted_store: Path, tmp_path: Path) -> None:
-    from probing.probe import ElasticNetProbe
+    from speechprobe.probing.probe import ElasticNetProbe
 
     out = tmp_path / "neurons"
     code, stdout, err = _run(["neurons", "--store", str(planted_store), "--task", TASK, "--layer", PLANTED_LAYER,
@@ -286,7 +286,7 @@ def test_help_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys\nfrom experiments.cli import main\n"
+    code = ("import sys\nfrom speechprobe.experiments.cli import main\n"
             "for cmd in ('probe', 'neurons', 'similarity', 'gradnap', 'sweep', 'run', 'attribute'):\n"
             "    try:\n        main([cmd, '--help'])\n    except SystemExit as e:\n        assert e.code == 0\n"
             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import on --help'\n")

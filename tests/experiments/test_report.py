@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.figures import make_figures
-from experiments.report import summary_table, write_report
+from speechprobe.experiments.figures import make_figures
+from speechprobe.experiments.report import summary_table, write_report
 
 DATA = Path(__file__).parent / "data" / "sample-results.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -152,7 +152,7 @@ def test_attribute_removal_like_random_is_said(sample, tmp_path) -> None:
 def test_speaker_selectivity_is_na_with_the_reason_once(sample, tmp_path) -> None:
     """The sample predates the note and holds speaker selectivity numbers: the report shows n/a for them, states
     the reason once, and still reports the other tasks' selectivity; so does the terminal summary."""
-    from tasks.tasks import SPEAKER_CONTROL_NOTE
+    from speechprobe.tasks.tasks import SPEAKER_CONTROL_NOTE
 
     results = copy.deepcopy(sample)
     speaker = next(u for u in results["sweep"]["results"] if (u["role"], u["task"]) == ("model", "speaker"))
@@ -175,7 +175,7 @@ def test_speaker_selectivity_is_na_with_the_reason_once(sample, tmp_path) -> Non
 def test_selectivity_figure_leaves_out_the_speaker_line(sample, tmp_path, monkeypatch) -> None:
     import matplotlib.pyplot as plt
 
-    import experiments.figures as figures_module
+    import speechprobe.experiments.figures as figures_module
 
     drawn = []
     monkeypatch.setattr(figures_module, "_save", lambda fig, path: drawn.append(fig) or path)

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.cli import CommandError
+from speechprobe.experiments.cli import CommandError
 from tests.experiments.cli_runner import run_cli as _run
-from experiments.layer_similarity import aligned_layers
+from speechprobe.experiments.layer_similarity import aligned_layers
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,8 @@ def stores(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
 
 def test_within_one_store_matches_the_library_and_is_symmetric(stores, tmp_path: Path):
-    from encoders.store import RepresentationStore
-    from probing.similarity import linear_cka
+    from speechprobe.encoders.store import RepresentationStore
+    from speechprobe.probing.similarity import linear_cka
 
     out = tmp_path / "within"
     code, stdout, err = _run(["similarity", "--store", str(stores[0]), "--out", str(out), "--quiet"])

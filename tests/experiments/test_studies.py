@@ -85,7 +85,7 @@ def test_speaker_selectivity_is_na_and_ablation_is_mean(study):
     """The speaker task trains no control probes (its control task is speaker identity again): null control and
     selectivity with the reason in the unit, results, report and dashboard; the ablation study removes by the
     training mean and says so."""
-    from tasks.tasks import SPEAKER_CONTROL_NOTE
+    from speechprobe.tasks.tasks import SPEAKER_CONTROL_NOTE
 
     root, *_ = study
     run = root / "run"
@@ -115,7 +115,7 @@ def test_speaker_selectivity_is_na_and_ablation_is_mean(study):
 def test_every_ranking_is_checked_against_random_in_its_own_output(study):
     """The ablation study and the audit rank by the elastic-net path (the default) and carry, for each ranking,
     its top k kept alone against k random neurons from k = 1 up, and the minimal subset beside random's k."""
-    from probing.ranking_check import WELL_BELOW
+    from speechprobe.probing.ranking_check import WELL_BELOW
 
     root, *_ = study
     run = root / "run"
@@ -140,8 +140,8 @@ def test_every_ranking_is_checked_against_random_in_its_own_output(study):
 
 def test_a_speaker_unit_cached_with_selectivity_numbers_reads_as_na():
     """Units written before the speaker task skipped its control task are read with the numbers nulled."""
-    from experiments.layer_sweep import without_meaningless_control
-    from tasks.tasks import SPEAKER_CONTROL_NOTE
+    from speechprobe.experiments.layer_sweep import without_meaningless_control
+    from speechprobe.tasks.tasks import SPEAKER_CONTROL_NOTE
 
     layers = [{"layer": "lstm1", "selectivity": 0.08, "control_accuracy": 0.73}]
     old = without_meaningless_control({"task": "speaker", "layers": layers})
@@ -153,8 +153,8 @@ def test_a_speaker_unit_cached_with_selectivity_numbers_reads_as_na():
 
 
 def test_similarity_section_compares_layers_within_and_against_the_twin(study):
-    from encoders.store import RepresentationStore
-    from probing.similarity import linear_cka
+    from speechprobe.encoders.store import RepresentationStore
+    from speechprobe.probing.similarity import linear_cka
 
     root, *_ = study
     run = root / "run"
@@ -251,8 +251,8 @@ def test_flag_commands_build_the_same_checks(tiny_corpus: Path, tmp_path: Path):
 
 def test_a_config_maps_the_source_columns(tiny_corpus: Path, tmp_path: Path):
     """A corpus whose label columns have other names (VCTK's `accent`, here `sex`) is read through `columns`."""
-    from experiments.config import parse_config
-    from experiments.runner import prepare_corpus
+    from speechprobe.experiments.config import parse_config
+    from speechprobe.experiments.runner import prepare_corpus
 
     table = pd.read_csv(tiny_corpus / "metadata.csv").rename(columns={"gender": "sex"})
     table["file_name"] = [str(tiny_corpus / name) for name in table["file_name"]]

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import probing.ablation as ablation_module
-from probing.ablation import MODE_DESCRIPTIONS, MODES, AblationCurve, ablate, ablation_curve
-from probing.probe import ElasticNetProbe
-from probing.ranking import rank_neurons
+import speechprobe.probing.ablation as ablation_module
+from speechprobe.probing.ablation import MODE_DESCRIPTIONS, MODES, AblationCurve, ablate, ablation_curve
+from speechprobe.probing.probe import ElasticNetProbe
+from speechprobe.probing.ranking import rank_neurons
 
 D = 100
 PLANTED = np.array([7, 23, 41, 58, 90])

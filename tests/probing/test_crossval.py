@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from probing.crossval import cross_validate_layers
-from probing.sweep import probe_layers
+from speechprobe.probing.crossval import cross_validate_layers
+from speechprobe.probing.sweep import probe_layers
 
 FAST = dict(batch_size=64, lr=1e-2, max_epochs=30)
 GRID = [(0.0, 0.0), (1e-3, 1e-3)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probing.fairness import group_gap
+from speechprobe.probing.fairness import group_gap
 
 
 def grouped(accuracy_a: float, accuracy_b: float, speakers_per_group: int = 20, per_speaker: int = 10, seed: int = 0):

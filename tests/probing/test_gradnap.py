@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from probing.gradnap import (analyse_layer, cosine_distances, crossfitted_relevance, gradnap_profiles,
+from speechprobe.probing.gradnap import (analyse_layer, cosine_distances, crossfitted_relevance, gradnap_profiles,
                              probe_relevance, relevance, separation_test)
-from probing.probe import ElasticNetProbe
+from speechprobe.probing.probe import ElasticNetProbe
 
 
 @pytest.mark.parametrize("n_classes", [2, 5])

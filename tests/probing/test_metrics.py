@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from probing.metrics import (
+from speechprobe.probing.metrics import (
     FoldSummary,
     Interval,
     accuracy,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from probing.path import RegularisationPath, path_rankings, regularisation_path
-from probing.probe import ElasticNetProbe
-from probing.ranking import rank_neurons
+from speechprobe.probing.path import RegularisationPath, path_rankings, regularisation_path
+from speechprobe.probing.probe import ElasticNetProbe
+from speechprobe.probing.ranking import rank_neurons
 
 
 def correlated_case(seed: int = 0, n: int = 600, d: int = 80):  # d <= 80: the first d of the 80 neurons

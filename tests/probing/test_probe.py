@@ -10,7 +10,7 @@ import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from probing.probe import ElasticNetProbe, fit_probes
+from speechprobe.probing.probe import ElasticNetProbe, fit_probes
 
 
 def make_data(seed: int = 0, n: int = 600, d: int = 50, k: int = 4, n_train: int = 400):

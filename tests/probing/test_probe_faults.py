@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probing.probe import ElasticNetProbe
+from speechprobe.probing.probe import ElasticNetProbe
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from probing.ranking import (
+from speechprobe.probing.ranking import (
     METHODS,
     Overlap,
     chance_jaccard,

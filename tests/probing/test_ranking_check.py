@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-import probing.ranking_check as check_module
-from probing.probe import fit_probes
-from probing.ranking_check import (
+import speechprobe.probing.ranking_check as check_module
+from speechprobe.probing.probe import fit_probes
+from speechprobe.probing.ranking_check import (
     DEFAULT_KS,
     WELL_BELOW,
     RankingCheck,
@@ -267,7 +267,7 @@ def test_minimal_versus_random_same_threshold(planted, monkeypatch):
 )
 def test_minimal_means_well_below_random(planted, monkeypatch, k, minimal, verdict):
     """k is called minimal only when k <= WELL_BELOW x the random rankings' median k (here 12)."""
-    from probing.subset import MinimalSubset
+    from speechprobe.probing.subset import MinimalSubset
 
     ks = iter([k, 10, 12, 14])
 

@@ -9,8 +9,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import probing.similarity as sim
-from probing.similarity import (
+import speechprobe.probing.similarity as sim
+from speechprobe.probing.similarity import (
     MAX_GRAM_N,
     cka_from_grams,
     hsic,

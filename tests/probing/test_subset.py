@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import probing.subset as subset_module
-from probing.probe import ElasticNetProbe
-from probing.ranking import rank_neurons
-from probing.subset import MinimalSubset, minimal_subset
+import speechprobe.probing.subset as subset_module
+from speechprobe.probing.probe import ElasticNetProbe
+from speechprobe.probing.ranking import rank_neurons
+from speechprobe.probing.subset import MinimalSubset, minimal_subset
 
 FAST = dict(batch_size=128, lr=1e-2)  # quick, still converges on this data
 

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import probing.sweep as sweep_module
-from probing.probe import ElasticNetProbe
-from probing.sweep import DEFAULT_GRID, probe_layers, sparsity
+import speechprobe.probing.sweep as sweep_module
+from speechprobe.probing.probe import ElasticNetProbe
+from speechprobe.probing.sweep import DEFAULT_GRID, probe_layers, sparsity
 
 FAST = dict(batch_size=64, lr=1e-2, max_epochs=40)
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from probing import training
-from probing.training import ProbeBank, train_probe_bank
+from speechprobe.probing import training
+from speechprobe.probing.training import ProbeBank, train_probe_bank
 
 
 def _bank(neurox_loss: bool, masked: bool, input_index) -> ProbeBank:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from tasks.catalog import CHANNEL_NAMES, PRESET_NAMES
-from tasks.channels import CHANNELS
-from tasks.synthetic import PRESETS
+from speechprobe.tasks.catalog import CHANNEL_NAMES, PRESET_NAMES
+from speechprobe.tasks.channels import CHANNELS
+from speechprobe.tasks.synthetic import PRESETS
 
 
 def test_the_cli_names_match_the_implementations() -> None:

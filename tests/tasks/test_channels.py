@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from tasks.channels import CHANNELS, SAMPLE_RATE, colored_noise, farfield, record, rms, telephone
+from speechprobe.tasks.channels import CHANNELS, SAMPLE_RATE, colored_noise, farfield, record, rms, telephone
 
 
 def _speechlike(seconds: float = 1.5, seed: int = 0) -> np.ndarray:

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tasks.audio import read_audio, resample
-from tasks.corpus import Corpus, load_corpus
-from tasks.errors import CorpusError
+from speechprobe.tasks.audio import read_audio, resample
+from speechprobe.tasks.corpus import Corpus, load_corpus
+from speechprobe.tasks.errors import CorpusError
 
 SR = 16000
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-import tasks.corpus as corpus_module
-from tasks.corpus import _cache_memo, load_corpus
-from tasks.errors import CorpusError
+import speechprobe.tasks.corpus as corpus_module
+from speechprobe.tasks.corpus import _cache_memo, load_corpus
+from speechprobe.tasks.errors import CorpusError
 
 SR = 16000
 
@@ -164,7 +164,7 @@ def test_fingerprint_full_is_accepted_and_moot(tmp_path: Path, hashes: list[Path
 
 
 def test_a_truncated_wav_is_an_error_on_load_and_in_the_check(tmp_path: Path, capsys) -> None:
-    from experiments.cli import main
+    from speechprobe.experiments.cli import main
 
     paths = make_corpus(tmp_path, duration=False)
     sf.write(paths[1], voice(1, 4.7), SR, subtype="PCM_16")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.espeak import SAMPLE_RATE, Espeak, private_data_dir
-from tasks.voices import DIALECTS, sample_voice
+from speechprobe.tasks.espeak import SAMPLE_RATE, Espeak, private_data_dir
+from speechprobe.tasks.voices import DIALECTS, sample_voice
 
 TEXT = "The quiet farmer carried the wooden basket."
 

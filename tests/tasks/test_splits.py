@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tasks.splits as splits_module
-from tasks.errors import CorpusError
-from tasks.splits import (
+import speechprobe.tasks.splits as splits_module
+from speechprobe.tasks.errors import CorpusError
+from speechprobe.tasks.splits import (
     Split,
     control_labels,
     control_split,
     cross_validation_splits,
     make_split,
 )
-from tasks.tasks import SPEAKER_DISJOINT, WITHIN_SPEAKER, Task, get_task, task_labels
+from speechprobe.tasks.tasks import SPEAKER_DISJOINT, WITHIN_SPEAKER, Task, get_task, task_labels
 
 
 def corpus_table(

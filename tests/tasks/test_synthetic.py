@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from scipy import stats
 
-import tasks.synthetic as synthetic
-from tasks.errors import CorpusError
-from tasks.synthetic import PRESETS, CorpusConfig, build_corpus, config_from_args, plan_corpus
+import speechprobe.tasks.synthetic as synthetic
+from speechprobe.tasks.errors import CorpusError
+from speechprobe.tasks.synthetic import PRESETS, CorpusConfig, build_corpus, config_from_args, plan_corpus
 
 SMALL = CorpusConfig(speakers=4, utterances=1, dialects=("en-US",), channels=("clean", "telephone"))
 COLUMNS = ["file_name", "utt_id", "speaker", "gender", "dialect", "channel", "text", "duration"]
