@@ -13,13 +13,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from speechprobe.experiments.cli import CommandError, add_corpus_source, cmd_lazy, write_directory
+from speechprobe.errors import SpeechprobeError
+from speechprobe.io import write_directory
+from speechprobe.experiments.arguments import add_corpus_source, cmd_lazy
 
 # numpy, torch and captum load only when the command runs: `speechprobe --help` stays instant
 
 RESULTS, MAPS, FIGURE = "attribution.json", "attribution.npz", "attribution.png"
-DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap")
-METHOD_CHOICES = (*DEFAULT_METHODS, "lrp")
+from speechprobe.experiments.config import (ATTRIBUTION_METHODS as METHOD_CHOICES, DEFAULT_ATTRIBUTION_METHODS as DEFAULT_METHODS,
+                                           IG_STEPS, POOLINGS, SHAP_SAMPLES)
 
 
 def probe_provenance(probe_dir: Path) -> dict[str, Any]:
@@ -62,25 +64,26 @@ def cmd_attribute(args: argparse.Namespace) -> int:
 
     from speechprobe.experiments.attribution import AttributionError, AttributionSettings, run_attribution
     from speechprobe.experiments.figures import draw_attribution
-    from speechprobe.experiments.probe_commands import check_out, open_store, progress, write_json
+    from speechprobe.experiments.probe_commands import check_out, open_store, progress
+    from speechprobe.io import write_json
     from speechprobe.probing.probe import ElasticNetProbe
 
     out = check_out(args.out)
     methods = tuple(dict.fromkeys(args.methods or DEFAULT_METHODS))
     if args.ig_steps < 2 or args.shap_samples < 1:
-        raise CommandError("--ig-steps must be at least 2 and --shap-samples at least 1")
+        raise SpeechprobeError("--ig-steps must be at least 2 and --shap-samples at least 1")
     probe_dir = Path(args.probe)
     try:
         probe = ElasticNetProbe.load(probe_dir)
     except ValueError as error:
-        raise CommandError(f"--probe {probe_dir}: {error}") from None
+        raise SpeechprobeError(f"--probe {probe_dir}: {error}") from None
     provenance = probe_provenance(probe_dir)
     store = None
     store_path = Path(args.store) if args.store else _store_path(provenance.get("store"), Path.cwd())
     if store_path is not None and store_path.exists():
         store = open_store(store_path)
     elif args.store:
-        raise CommandError(f"--store {args.store} does not exist")
+        raise SpeechprobeError(f"--store {args.store} does not exist")
     pooling = args.pooling or (store.manifest.get("pooling") if store is not None else None) or "mean"
 
     from speechprobe.encoders.registry import create_encoder
@@ -88,28 +91,28 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     encoder = create_encoder(args.encoder)
     layer_name = args.layer or provenance.get("layer")
     if layer_name is None:
-        raise CommandError(f"--probe {probe_dir}: which layer it was trained on is not recorded beside it; "
+        raise SpeechprobeError(f"--probe {probe_dir}: which layer it was trained on is not recorded beside it; "
                            f"give --layer (one of {', '.join(encoder.layer_names)})")
     if layer_name not in encoder.layer_names:
-        raise CommandError(f"layer {layer_name!r} is not a layer of {encoder.name} ({', '.join(encoder.layer_names)})")
+        raise SpeechprobeError(f"layer {layer_name!r} is not a layer of {encoder.name} ({', '.join(encoder.layer_names)})")
     layer = encoder.layer_names.index(layer_name)
 
     corpus_source = args.corpus or (store.manifest.get("corpus_source") if store is not None else None)
     if not corpus_source:
-        raise CommandError("give --corpus: no store records which corpus the probe was trained on")
-    from speechprobe.experiments.cli import _load
+        raise SpeechprobeError("give --corpus: no store records which corpus the probe was trained on")
+    from speechprobe.experiments.arguments import load_source
 
-    corpus = _load(args, corpus_source)
+    corpus = load_source(args, corpus_source)
     ids = corpus.metadata["utt_id"].astype(str).tolist() if "utt_id" in corpus.metadata.columns else []
     if args.utterance not in ids:
-        raise CommandError(f"--utterance {args.utterance!r} is not in {corpus_source} ({len(ids)} utterances, "
+        raise SpeechprobeError(f"--utterance {args.utterance!r} is not in {corpus_source} ({len(ids)} utterances, "
                            f"e.g. {', '.join(ids[:3])})")
     row = ids.index(args.utterance)
     classes = [str(c) for c in probe.classes_]
     target = None
     if args.target is not None:
         if args.target not in classes:
-            raise CommandError(f"--target {args.target!r} is not a class of the probe ({', '.join(classes)})")
+            raise SpeechprobeError(f"--target {args.target!r} is not a class of the probe ({', '.join(classes)})")
         target = classes.index(args.target)
     wave = corpus.load_audio(row, encoder.sample_rate)
 
@@ -124,7 +127,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     try:
         result = run_attribution(encoder, layer, probe, pooling, wave, target, settings, tell)
     except AttributionError as error:
-        raise CommandError(str(error)) from None
+        raise SpeechprobeError(str(error)) from None
     seconds = time.perf_counter() - started
 
     store_check = None
@@ -200,13 +203,14 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--store", metavar="STORE",
                         help="the probe's store (default: as recorded beside the probe); gives pooling and a check")
     parser.add_argument("--layer", metavar="LAYER", help="the probe's layer (default: as recorded beside the probe)")
-    parser.add_argument("--pooling", choices=("mean", "meanstd", "max"), help="default: the store's")
+    parser.add_argument("--pooling", choices=POOLINGS, help="default: the store's")
     parser.add_argument("--target", metavar="CLASS", help="the class attributed (default: the predicted one)")
     parser.add_argument("--methods", nargs="+", choices=METHOD_CHOICES, metavar="METHOD",
                         help=f"any of {', '.join(METHOD_CHOICES)} (default: all but lrp)")
-    parser.add_argument("--ig-steps", type=int, default=128,
-                        help="integrated-gradients steps (default 128; raise it if the completeness delta is large)")
-    parser.add_argument("--shap-samples", type=int, default=16, help="GradientSHAP samples (default 16)")
+    parser.add_argument("--ig-steps", type=int, default=IG_STEPS,
+                        help=f"integrated-gradients steps (default {IG_STEPS}; raise it if the completeness delta is large)")
+    parser.add_argument("--shap-samples", type=int, default=SHAP_SAMPLES,
+                        help=f"GradientSHAP samples (default {SHAP_SAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="GradientSHAP noise and the randomised probe")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the results")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -44,9 +44,9 @@ def audit_unit(run: Run, section: AuditSection) -> tuple[dict, Path]:
         attr_unit, _ = units[attribute]
         layer = attr_unit["best_layer"] if section.layer == "best" else section.layer
         if layer not in store.layer_names:
-            from speechprobe.experiments.cli import CommandError
+            from speechprobe.errors import SpeechprobeError
 
-            raise CommandError(f"audit: {encoder} has no layer {layer!r}; its layers: {', '.join(store.layer_names)}")
+            raise SpeechprobeError(f"audit: {encoder} has no layer {layer!r}; its layers: {', '.join(store.layer_names)}")
         X = np.asarray(store.layer(layer), dtype=np.float32)
         index = store.index
         speakers = index["speaker"].astype(str).to_numpy()

@@ -8,26 +8,22 @@ before any work starts, and written through temporary names, so nothing half-wri
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from speechprobe.encoders.errors import EncoderError
+from speechprobe.errors import SpeechprobeError
+from speechprobe.experiments.arguments import add_corpus_source, load_source
+from speechprobe.io import check_writable, naming, write_atomically
 from speechprobe.tasks.errors import CorpusError
 
 
-class CommandError(Exception):
-    """Bad command-line input that no library call checks (a layer name, a grid, an output folder)."""
-
-
 # OSError: a file that cannot be read or written (EACCES, EROFS, ENOSPC, ...), shown as "FILE: reason".
-USER_ERRORS: tuple[type[Exception], ...] = (CorpusError, EncoderError, CommandError, OSError)
+USER_ERRORS: tuple[type[Exception], ...] = (SpeechprobeError, CorpusError, EncoderError, OSError)
 
 # Damaged-file errors of modules the CLI does not import up front (they pull in torch): (module, class).
 # Checked only when the module has been imported, i.e. when the failing command used it.
@@ -55,69 +51,14 @@ def error_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-@contextlib.contextmanager
-def naming(path: str | Path):
-    """An OSError raised inside that names no file (a write hitting a full disk) is re-raised naming `path`."""
-    try:
-        yield
-    except OSError as error:
-        if error.filename is None and error.errno is not None:
-            raise OSError(error.errno, error.strerror or os.strerror(error.errno), str(path)) from error
-        raise
-
-
-def check_writable(*paths: str | Path) -> None:
-    """Fail early, in one line, when a path cannot be written: for each, the path itself when it is an existing
-    folder, else its nearest existing ancestor, must take a temporary file. Creates nothing that stays (an
-    output is checked before any work starts, and bad input found later leaves no empty folder behind)."""
-    for path in paths:
-        folder = Path(path)
-        while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
-            raise CommandError(f"cannot write to {path}: {folder} is not a folder")
-        try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".speechprobe-write-check-")
-        except OSError as error:
-            raise CommandError(f"cannot write to {folder}: {error.strerror or error}") from None
-        os.close(fd)
-        os.unlink(tmp)
-
-
-def column_map(pairs: Sequence[str] | None) -> dict[str, str] | None:
-    """`--column speaker=speaker_id` pairs: canonical name = column in the source."""
-    if not pairs:
-        return None
-    mapping = {}
-    for pair in pairs:
-        canonical, sep, source = pair.partition("=")
-        if not sep or not canonical or not source:
-            raise CorpusError(f"--column {pair!r} is not CANONICAL=SOURCE (e.g. speaker=speaker_id)")
-        mapping[canonical] = source
-    return mapping
-
-
-def add_corpus_source(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--column", action="append", metavar="NAME=SOURCE",
-                        help="map a canonical column (speaker, gender, dialect, channel, text, utt_id) to a "
-                             "column of the source, e.g. --column dialect=accent; repeatable")
-    parser.add_argument("--hf-split", default="train", help="split of a Hugging Face dataset (default: train)")
-
-
-def _load(args: argparse.Namespace, source: str):
-    from speechprobe.tasks.corpus import load_corpus
-
-    return load_corpus(source, columns=column_map(args.column), split=args.hf_split)
-
-
 def cmd_corpus(args: argparse.Namespace) -> int:
     from speechprobe.tasks.summary import summarize
 
     if args.summary:
-        print(summarize(_load(args, args.summary).metadata, args.summary))
+        print(summarize(load_source(args, args.summary).metadata, args.summary))
         return 0
     if args.check:
-        corpus = _load(args, args.check)
+        corpus = load_source(args, args.check)
         problems = corpus.check(sample_rate=16000, progress=not args.quiet)
         for line in problems:
             print(line, file=sys.stderr)
@@ -149,7 +90,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     if args.out:
         check_writable(Path(args.out).parent)
-    corpus = _load(args, args.corpus)
+    corpus = load_source(args, args.corpus)
     metadata = corpus.metadata
     task = get_task(args.task, metadata)
     labels = task_labels(metadata, task)
@@ -196,7 +137,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not (out / "manifest.json").is_file():  # a complete store is reused (or refused) without writing
         check_writable(out)
-    corpus = _load(args, args.corpus)
+    corpus = load_source(args, args.corpus)
     encoder = create_encoder(args.encoder, trust_remote_code=args.trust_remote_code)
     with naming(out):
         result = extract(corpus, encoder, out, pooling=args.pooling, layers=args.layers,
@@ -236,55 +177,12 @@ def cmd_neurons(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def cmd_lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
-    """A command whose module (and its numpy/torch imports) loads only when that command runs."""
-    def command(args: argparse.Namespace) -> int:
-        import importlib
-
-        return getattr(importlib.import_module(module), function)(args)
-    return command
-
-
 def _part_names(n: int, split) -> list[str]:
     names = [""] * n
     for part in ("train", "validation", "test"):
         for index in getattr(split, part):
             names[index] = part
     return names
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder and rename, so `path` is never half-written."""
-    with naming(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def write_directory(path: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a temporary sibling folder and rename it to `path` (absent or empty), so `path` is never half-written."""
-    with naming(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would otherwise become the results' permissions
-        with naming(path):
-            fill(tmp)
-        try:
-            os.replace(tmp, path)  # replaces an empty folder, refuses a non-empty one
-        except OSError as error:
-            raise CommandError(f"{path}: cannot move the results into place ({error.strerror}); nothing was written")
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _add_probe_options(parser: argparse.ArgumentParser) -> None:
@@ -311,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from speechprobe.encoders.choices import DTYPES, POOLINGS
+    from speechprobe.experiments.config import (ABLATION_MODES, DEFAULT_ABLATION_MODE, RANKING_METHODS, ProbeSettings,
+                                               default_of)
     from speechprobe.tasks.catalog import CHANNEL_NAMES, DIALECTS, PRESET_NAMES
 
     corpus = sub.add_parser(
@@ -402,14 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_probe_options(neurons)
     neurons.add_argument("--layer", required=True, metavar="LAYER",
                          help="a layer name or position, or `all` for every layer concatenated")
-    neurons.add_argument("--method", default="path", choices=("path", "weight", "neurox", "probeless"),
+    neurons.add_argument("--method", default=default_of(ProbeSettings, "method"), choices=RANKING_METHODS,
                          help="neuron ranking (default path: the order in which neurons enter along the "
                               "elastic-net regularisation path; weight: norm of the standardised weights)")
-    neurons.add_argument("--ablation-mode", default="mean", choices=("mean", "zero"),
+    neurons.add_argument("--ablation-mode", default=DEFAULT_ABLATION_MODE, choices=ABLATION_MODES,
                          help="how removed neurons are filled: mean (their training mean, in distribution; "
                               "default) or zero (raw value 0, an out-of-distribution shift)")
-    neurons.add_argument("--target", default="0.97", metavar="FRACTION",
-                         help="the subset must reach this fraction of the full probe's accuracy (default 0.97)")
+    neurons.add_argument("--target", default=str(default_of(ProbeSettings, "target")), metavar="FRACTION",
+                         help="the subset must reach this fraction of the full probe's accuracy (default %(default)s)")
     neurons.set_defaults(func=cmd_neurons)
 
     from speechprobe.experiments.run_commands import add_parsers

@@ -22,15 +22,32 @@ from typing import Any, Literal, Mapping, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from speechprobe.experiments.cli import CommandError
+from speechprobe.encoders.choices import POOLINGS
+from speechprobe.errors import SpeechprobeError
+from speechprobe.probing.choices import (ABLATION_MODES, DEFAULT_ABLATION_MODE, DEFAULT_RANKING, RANKING_METHODS,
+                                         SIMILARITY_MEASURES)
+from speechprobe.tasks.catalog import PRESET_NAMES
 
 __all__ = ["AblationSection", "AttributionSection", "AuditSection", "ProbeSettings", "RunConfig", "SweepSection", "load_config",
            "parse_config"]
 
+# The single source of every choice list and default a user sets: this schema. Lists owned by a lower layer
+# (rankings, ablation modes, similarity measures, pooling, corpus presets) are imported from its light
+# `choices`/`catalog` module; the CLI reads its choices and defaults from here (`default_of`).
 LOGGER_NAMES = ("none", "csv", "wandb", "tensorboard")
+DEFAULT_LOGGERS = ("csv", "wandb")
 DEFAULT_TASKS = ("speaker", "gender", "dialect", "channel")
-RANKING_METHODS = ("path", "weight", "neurox", "probeless")
-SIMILARITY_MEASURES = ("linear_cka", "rbf_cka", "svcca", "pwcca")
+ATTRIBUTION_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "lrp")
+DEFAULT_ATTRIBUTION_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap")
+IG_STEPS, SHAP_SAMPLES = 128, 16
+__all__ += ["ABLATION_MODES", "ATTRIBUTION_METHODS", "DEFAULT_ABLATION_MODE", "DEFAULT_ATTRIBUTION_METHODS",
+            "DEFAULT_LOGGERS", "DEFAULT_RANKING", "DEFAULT_TASKS", "IG_STEPS", "LOGGER_NAMES", "POOLINGS",
+            "PRESET_NAMES", "RANKING_METHODS", "SHAP_SAMPLES", "SIMILARITY_MEASURES", "default_of"]
+
+
+def default_of(section: type[BaseModel], key: str) -> Any:
+    """The schema's default for `key` of `section` (what the CLI shows and uses when a flag is absent)."""
+    return section.model_fields[key].get_default(call_default_factory=True)
 
 
 class _Section(BaseModel):
@@ -47,8 +64,8 @@ class ProbeSettings(_Section):
     control: bool = Field(True, description="train control-task probes (selectivity)")
     n_resamples: int = Field(1000, ge=100, description="bootstrap resamples of every interval")
     target: float = Field(0.97, gt=0, le=1, description="minimal subset: fraction of the full accuracy kept")
-    method: Literal["path", "weight", "neurox", "probeless"] = Field(
-        "path", description="neuron ranking: path (the order in which neurons enter along the elastic-net "
+    method: Literal[RANKING_METHODS] = Field(
+        DEFAULT_RANKING, description="neuron ranking: path (the order in which neurons enter along the elastic-net "
                             "regularisation path), weight, neurox or probeless")
 
     @field_validator("grid")
@@ -64,17 +81,13 @@ class ProbeSettings(_Section):
         return grid
 
 
-ATTRIBUTION_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "lrp")
-
-
 class AttributionSection(_Section):
     """Input attribution of the best layer's probe, per model encoder x task (see experiments.attribution)."""
 
     utterances: int = Field(1, ge=1, le=50, description="utterances per encoder x task, one per class in turn")
-    methods: tuple[Literal["saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "lrp"], ...] = Field(
-        ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap"), min_length=1)
-    ig_steps: int = Field(128, ge=2, description="integrated-gradients steps")
-    shap_samples: int = Field(8, ge=1, description="GradientSHAP samples")
+    methods: tuple[Literal[ATTRIBUTION_METHODS], ...] = Field(DEFAULT_ATTRIBUTION_METHODS, min_length=1)
+    ig_steps: int = Field(IG_STEPS, ge=2, description="integrated-gradients steps")
+    shap_samples: int = Field(SHAP_SAMPLES, ge=1, description="GradientSHAP samples")
 
 
 class SweepSection(_Section):
@@ -117,7 +130,7 @@ class RunConfig(_Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     corpus: str = Field(description="corpus folder, CSV table or Hugging Face dataset")
-    corpus_preset: Optional[Literal["tiny", "default", "large"]] = Field(
+    corpus_preset: Optional[Literal[PRESET_NAMES]] = Field(
         None, description="build the synthetic corpus of this preset at `corpus` when it is not there yet")
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical column -> the source's column, e.g. {dialect: accent}")
@@ -125,7 +138,7 @@ class RunConfig(_Section):
     stores: str = Field("data/stores", description="folder of the representation stores (one per encoder, reused)")
     out: Optional[str] = Field(None, description="run folder; default data/runs/<name>")
     seed: int = 0
-    logger: tuple[Literal["none", "csv", "wandb", "tensorboard"], ...] = ("csv", "wandb")
+    logger: tuple[Literal[LOGGER_NAMES], ...] = DEFAULT_LOGGERS
     probe: ProbeSettings = ProbeSettings()
     sweep: Optional[SweepSection] = None
     audit: Optional[AuditSection] = None
@@ -166,7 +179,7 @@ def _location(error: Mapping[str, Any]) -> str:
 def parse_config(data: Any, source: str = "config") -> RunConfig:
     """A validated :class:`RunConfig` from plain data; the first problem as one line naming the key."""
     if not isinstance(data, Mapping):
-        raise CommandError(f"{source}: a config is a mapping of keys (name, corpus, sweep, ...), got {type(data).__name__}")
+        raise SpeechprobeError(f"{source}: a config is a mapping of keys (name, corpus, sweep, ...), got {type(data).__name__}")
     try:
         # JSON mode: strict about scalars (no "5" for 5) yet taking YAML lists for tuples
         return RunConfig.model_validate_json(json.dumps(dict(data), default=str))
@@ -181,7 +194,7 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
         elif not isinstance(first.get("input"), (Mapping, list)):
             message = f"{message} (got {first.get('input')!r})"
         more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        raise CommandError(f"{source}: {_location(first)}: {message}{more}") from None
+        raise SpeechprobeError(f"{source}: {_location(first)}: {message}{more}") from None
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -190,11 +203,11 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         text = path.read_text()
     except OSError as error:
-        raise CommandError(f"{path}: cannot read the config ({error.strerror})") from None
+        raise SpeechprobeError(f"{path}: cannot read the config ({error.strerror})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise CommandError(f"{path}: not valid YAML{where}") from None
+        raise SpeechprobeError(f"{path}: not valid YAML{where}") from None
     return parse_config(data, str(path))

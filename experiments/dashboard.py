@@ -19,13 +19,13 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping, Sequence
 
-LOGGERS: tuple[str, ...] = ("none", "csv", "wandb", "tensorboard")
-DEFAULT_LOGGERS: tuple[str, ...] = ("csv", "wandb")
+from speechprobe.experiments.config import LOGGER_NAMES as LOGGERS  # the schema owns the list
+from speechprobe.io import write_atomically
+
 WANDB_PROJECT = "speechprobe"
 # Lightning's WandbLogger puts the step under this key; charts use it as their x-axis (the layer index).
 WANDB_STEP_KEY = "trainer/global_step"
@@ -99,18 +99,14 @@ def _metric_value(key: str, value: Any) -> float | None:
 
 def _write_csv_atomically(path: Path, rows: Sequence[Mapping[str, Any]], columns: list[str]) -> None:
     """Temp file then rename: a reader (or a crash) never sees half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as file:
             writer = csv.DictWriter(file, fieldnames=columns)
             writer.writeheader()
             for row in rows:
                 writer.writerow({column: "" if row.get(column) is None else row.get(column) for column in columns})
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write)
 
 
 def _markdown_table(rows: Sequence[Mapping[str, Any]], columns: list[str]) -> str:

@@ -8,12 +8,12 @@ Matplotlib is imported lazily with the Agg backend: the report must render witho
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+from speechprobe.io import write_atomically
 
 DPI = 110
 PANEL_W, PANEL_H = 4.6, 3.4  # inches per panel: modest files, readable labels
@@ -35,19 +35,11 @@ def safe_name(text: str) -> str:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """Write the figure atomically (temp file in the folder, then rename) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Write the figure atomically and close it."""
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report folder is meant to be shared
-        os.replace(tmp, path)
+        return write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     finally:
         _plt().close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _panels(n: int, *, width: float = PANEL_W, height: float = PANEL_H, sharey: bool = True) -> tuple[Any, list]:

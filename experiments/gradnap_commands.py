@@ -9,84 +9,56 @@ groups (whole speakers shuffled when a group holds whole speakers). Writes DIR/g
 DIR/profiles.npz (every layer's full profile matrix) and DIR/gradnap.png.
 
 The store is the one `speechprobe sweep` would use: ``<stores>/<encoder>``, extracted once and reused.
-:func:`gradnap_layers` is shared with the sweep's optional GradNAP units. Imported lazily by
-:mod:`experiments.cli`; numpy and torch load only when the command runs.
+The per-layer computation is :func:`probing.gradnap.gradnap_layers`, shared with the sweep's optional
+GradNAP units. Imported lazily by the CLI; numpy and torch load only when the command runs.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
-from speechprobe.experiments.cli import CommandError, cmd_lazy, write_directory
+from speechprobe.errors import SpeechprobeError
+from speechprobe.io import write_directory
+from speechprobe.experiments.arguments import cmd_lazy
 
-RESULTS, PROFILES, FIGURE = "gradnap.json", "profiles.npz", "gradnap.png"
+from speechprobe.experiments.layout import GRADNAP_FIGURE as FIGURE, GRADNAP_PROFILES as PROFILES, GRADNAP_RESULTS as RESULTS
 DEFAULT_L1, DEFAULT_L2 = 1e-3, 1e-3
-
-
-def gradnap_layers(layers: Mapping[str, Any], labels: Any, groups: Any, splits: list, *, blocks: Any = None,
-                   settings: Mapping[str, tuple[float, float]], probe_params: Optional[dict] = None, seed: int = 0,
-                   probes: Optional[Mapping[str, dict]] = None, n_permutations: Optional[int] = None,
-                   tell: Callable[[str], None] = lambda message: None) -> tuple[dict, dict]:
-    """Per layer: cross-fitted relevance, profiles, clustering and the separation test.
-
-    Returns (results: plain values, profiles: layer -> full (groups, neurons) matrix). ``settings``: layer ->
-    (l1, l2); ``probes``: layer -> {split position: a fitted probe to reuse} (the sweep's first fold).
-    """
-    import numpy as np
-
-    from speechprobe.probing.gradnap import N_PERMUTATIONS, analyse_layer, crossfitted_relevance
-
-    groups = np.asarray(groups).astype(str)
-    blocks = None if blocks is None else np.asarray(blocks).astype(str)
-    out, profiles = [], {}
-    for position, (name, X) in enumerate(layers.items(), 1):
-        l1, l2 = settings[name]
-        tell(f"gradnap layer {position}/{len(layers)} {name}: {len(splits)} probe{'s' if len(splits) > 1 else ''}, "
-             "profiles, permutation test")
-        rows, R, predicted = crossfitted_relevance(np.asarray(X), labels, splits, l1=l1, l2=l2, seed=seed,
-                                                   probe_params=probe_params, probes=(probes or {}).get(name))
-        result = analyse_layer(R, groups[rows], blocks=None if blocks is None else blocks[rows], seed=seed,
-                               n_permutations=n_permutations or N_PERMUTATIONS)
-        out.append({"layer": name, "l1": l1, "l2": l2, "n_neurons": int(R.shape[1]), "n_utterances": int(rows.size),
-                    "probe_accuracy": float(np.mean(predicted == np.asarray(labels)[rows])), **result.as_dict()})
-        profiles[name] = result.profiles
-    separating = [layer for layer in out if layer["separates"]]
-    best = max(separating, key=lambda layer: layer["excess"])["layer"] if separating else None
-    return {"layers": out, "most_separating": best}, profiles
 
 
 def resolve_groups(index: Any, column: str, source: str) -> Any:
     if column not in index.columns:
         choices = ", ".join(c for c in index.columns if c not in ("utt_id", "file_name", "text", "duration",
                                                                      "channel_params", "row"))
-        raise CommandError(f"{source}: no label column {column!r} for --groups; its columns: {choices}")
+        raise SpeechprobeError(f"{source}: no label column {column!r} for --groups; its columns: {choices}")
     values = index[column]
     if values.isna().any():
-        raise CommandError(f"{source}: column {column!r} has {int(values.isna().sum())} missing values; "
+        raise SpeechprobeError(f"{source}: column {column!r} has {int(values.isna().sum())} missing values; "
                            "GradNAP groups need a value for every utterance")
     if values.astype(str).nunique() < 2:
-        raise CommandError(f"{source}: column {column!r} has a single value; GradNAPs compare at least 2 groups")
+        raise SpeechprobeError(f"{source}: column {column!r} has a single value; GradNAPs compare at least 2 groups")
     return values.astype(str).to_numpy()
 
 
 def cmd_gradnap(args: argparse.Namespace) -> int:
     import time
 
-    from speechprobe.experiments.cli import _load
+    from speechprobe.experiments.arguments import load_source
     from speechprobe.experiments.figures import draw_gradnap
-    from speechprobe.experiments.probe_commands import (check_out, library_call, parse_probe_params, parse_strength, progress,
-                                            resolve_layers, write_json)
+    from speechprobe.experiments.probe_commands import (check_out, library_call, parse_probe_params, parse_strength,
+                                                        progress, resolve_layers)
     from speechprobe.experiments.runner import encoder_store
+    from speechprobe.io import write_json
+    from speechprobe.probing.gradnap import gradnap_layers
 
     started = time.perf_counter()
     l1 = parse_strength("--l1", args.l1)
     l2 = parse_strength("--l2", args.l2)
     probe_params = parse_probe_params(args)
     if args.folds < 3:
-        raise CommandError(f"--folds {args.folds} must be at least 3 (train, validation and test parts)")
+        raise SpeechprobeError(f"--folds {args.folds} must be at least 3 (train, validation and test parts)")
     if args.permutations < 99:
-        raise CommandError(f"--permutations {args.permutations} must be at least 99 (a p-value of 0.01 needs 99)")
+        raise SpeechprobeError(f"--permutations {args.permutations} must be at least 99 (a p-value of 0.01 needs 99)")
     out = check_out(args.out)
     tell = progress(args) or (lambda message: None)
 
@@ -95,7 +67,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
     from speechprobe.tasks.tasks import get_task, task_labels
 
     check_name(args.encoder)
-    corpus = _load(args, args.corpus)
+    corpus = load_source(args, args.corpus)
     task = get_task(args.task, corpus.metadata)
     task_labels(corpus.metadata, task)
     column = args.groups or task.label_column
@@ -139,7 +111,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from speechprobe.experiments.cli import add_corpus_source
+    from speechprobe.experiments.arguments import add_corpus_source
 
     parser = sub.add_parser(
         "gradnap", help="gradient-adjusted neuron activation profiles of groups (dialects, genders, ...) per layer",

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from speechprobe.experiments.cli import CommandError
+from speechprobe.errors import SpeechprobeError
 from speechprobe.experiments.config import SweepSection
 from speechprobe.experiments.runner import Run, unit_dir_name
 
@@ -24,11 +24,11 @@ def aligned_layers(store_a: Any, store_b: Any) -> tuple[dict[str, np.ndarray], d
     ids_a = store_a.index["utt_id"].astype(str).to_numpy()
     ids_b = store_b.index["utt_id"].astype(str).to_numpy()
     if len(set(ids_a)) != len(ids_a) or len(set(ids_b)) != len(ids_b):
-        raise CommandError("a store has repeated utt_id values; rows cannot be matched between the stores")
+        raise SpeechprobeError("a store has repeated utt_id values; rows cannot be matched between the stores")
     position = {utt: i for i, utt in enumerate(ids_b)}
     missing = [utt for utt in ids_a if utt not in position]
     if missing or len(ids_a) != len(ids_b):
-        raise CommandError(f"{store_a.path} and {store_b.path} hold different utterances "
+        raise SpeechprobeError(f"{store_a.path} and {store_b.path} hold different utterances "
                            f"({len(ids_a)} vs {len(ids_b)}; e.g. {missing[0] if missing else 'extra rows in the second'}): "
                            "extract both from the same corpus")
     order = np.array([position[utt] for utt in ids_a])

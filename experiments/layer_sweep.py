@@ -20,21 +20,10 @@ import pandas as pd
 
 from speechprobe.experiments.config import SweepSection
 from speechprobe.experiments.figures import selectivity_note
-from speechprobe.experiments.neuron_ablation import TOP_FRACTION, top_counts
-from speechprobe.experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
+from speechprobe.experiments.runner import Run, baselines_of, grid, probe_params, task_arrays, unit_dir_name
+from speechprobe.probing.ranking import TOP_FRACTION, top_counts
 
 PREDICTIONS, PROBES_DIR, CONTROL_PROBES_DIR = "predictions.csv", "probes", "control_probes"
-
-
-def baselines_of(section: SweepSection) -> dict[str, str]:
-    """Encoder -> its random-weights baseline, as the section asks."""
-    from speechprobe.encoders.registry import random_twin
-
-    if section.baselines == "none":
-        return {}
-    if section.baselines == "auto":
-        return {name: twin for name in section.encoders if (twin := random_twin(name)) is not None}
-    return dict(section.baselines)
 
 
 def _salient(layers: dict[str, np.ndarray], labels: np.ndarray, split: Any, l1: float, l2: float,
@@ -59,7 +48,7 @@ def sweep_unit(run: Run, encoder: str, task: str, role: str = "model") -> tuple[
     """The cross-validated sweep of one encoder on one task (cached in the run folder)."""
 
     def compute():
-        from speechprobe.experiments.probe_commands import probe_dir_names
+        from speechprobe.experiments.layout import probe_dir_names
         from speechprobe.probing.crossval import cross_validate_layers
         from speechprobe.tasks.tasks import get_task
 
@@ -159,7 +148,8 @@ def gradnap_unit(run: Run, encoder: str, task: str) -> tuple[dict, Path]:
     sweep_data, sweep_path = sweep_unit(run, encoder, task)
 
     def compute():
-        from speechprobe.experiments.gradnap_commands import PROFILES, gradnap_layers
+        from speechprobe.experiments.layout import GRADNAP_PROFILES as PROFILES
+        from speechprobe.probing.gradnap import gradnap_layers
         from speechprobe.probing.probe import ElasticNetProbe
         from speechprobe.tasks.splits import cross_validation_splits
         from speechprobe.tasks.tasks import get_task

@@ -17,9 +17,9 @@ import numpy as np
 
 from speechprobe.experiments.config import AblationSection
 from speechprobe.experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
+from speechprobe.probing.ranking import layer_locations
 
 ALL_LAYERS = "all"
-TOP_FRACTION = 0.05  # "top_counts": neurons of each layer among the top 5% of a concatenated ranking
 ABLATION_MODE = "mean"  # the ablation study's removal: mean ablation, in distribution (probing.ablation.MODES)
 
 
@@ -64,28 +64,6 @@ def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, met
     }
 
 
-def top_counts(names: list[str], widths: Any, ranking: np.ndarray) -> tuple[int, dict[str, int]]:
-    """For a ranking over concatenated layers: k of the top 5%, and how many of them each layer holds."""
-    layer_of = np.repeat(np.arange(len(names)), np.asarray(widths))
-    top_k = max(1, int(round(TOP_FRACTION * len(layer_of))))
-    counts = np.bincount(layer_of[ranking[:top_k]], minlength=len(names))
-    return top_k, {name: int(n) for name, n in zip(names, counts)}
-
-
-def layer_locations(names: list[str], widths: list[int], ranking: np.ndarray) -> dict:
-    """For a ranking over concatenated layers: each neuron's (layer, index) and the top 5% per layer."""
-    widths_a = np.asarray(widths)
-    starts = np.concatenate([[0], np.cumsum(widths_a)[:-1]])
-    layer_of = np.repeat(np.arange(len(names)), widths_a)
-    top_k, counts = top_counts(names, widths_a, ranking)
-    return {
-        "layers": [{"name": n, "start": int(s), "dim": int(w)} for n, s, w in zip(names, starts, widths_a)],
-        "layer_of_neuron": [[names[layer_of[i]], int(i - starts[layer_of[i]])] for i in ranking],
-        "top_k": top_k,
-        "top_counts": counts,
-    }
-
-
 def ablation_unit(run: Run, encoder: str, task: str, layer: str) -> tuple[dict, Path]:
     """Neuron analysis of ``task`` on ``layer`` (a name, best, or all) of ``encoder``'s store, cached."""
     from speechprobe.experiments.layer_sweep import sweep_unit
@@ -111,9 +89,9 @@ def ablation_unit(run: Run, encoder: str, task: str, layer: str) -> tuple[dict, 
             probe = sweep.probes[ALL_LAYERS]
         else:
             if layer not in store.layer_names:
-                from speechprobe.experiments.cli import CommandError
+                from speechprobe.errors import SpeechprobeError
 
-                raise CommandError(f"ablation: {encoder} has no layer {layer!r}; its layers: {', '.join(store.layer_names)}")
+                raise SpeechprobeError(f"ablation: {encoder} has no layer {layer!r}; its layers: {', '.join(store.layer_names)}")
             unit, folder = sweep_unit(run, encoder, task)
             probe = ElasticNetProbe.load(folder / unit["probe_dirs"][layer])
             X = np.asarray(store.layer(layer), dtype=np.float32)

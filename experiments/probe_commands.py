@@ -17,15 +17,16 @@ either complete or absent. Imported lazily by `experiments.cli` (this module pul
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from speechprobe.experiments.cli import CommandError, check_writable, write_directory
+from speechprobe.errors import SpeechprobeError
+from speechprobe.experiments.layout import probe_dir_names
+from speechprobe.io import check_writable, write_directory, write_json
 from speechprobe.tasks.errors import CorpusError
 
 RESULTS, NEURONS = "results.json", "neurons.json"
@@ -42,9 +43,9 @@ def parse_strength(flag: str, text: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise CommandError(f"{flag} {text!r} is not a number") from None
+        raise SpeechprobeError(f"{flag} {text!r} is not a number") from None
     if not math.isfinite(value) or value < 0:
-        raise CommandError(f"{flag} {text!r} must be a finite number >= 0")
+        raise SpeechprobeError(f"{flag} {text!r} must be a finite number >= 0")
     return value
 
 
@@ -53,9 +54,9 @@ def parse_grid(args: argparse.Namespace) -> list[tuple[float, float]] | None:
     l1, l2, grid = args.l1, args.l2, args.grid
     if (l1 is None) != (l2 is None):
         given = "--l1" if l1 is not None else "--l2"
-        raise CommandError(f"{given} needs {'--l2' if l1 is not None else '--l1'} too: give both, or --grid L1:L2,...")
+        raise SpeechprobeError(f"{given} needs {'--l2' if l1 is not None else '--l1'} too: give both, or --grid L1:L2,...")
     if l1 is not None and grid is not None:
-        raise CommandError("give either --l1/--l2 or --grid, not both")
+        raise SpeechprobeError("give either --l1/--l2 or --grid, not both")
     if l1 is not None:
         return [(parse_strength("--l1", l1), parse_strength("--l2", l2))]
     if grid is None:
@@ -64,13 +65,13 @@ def parse_grid(args: argparse.Namespace) -> list[tuple[float, float]] | None:
     for item in grid.split(","):
         a, sep, b = item.strip().partition(":")
         if not sep or not a.strip() or not b.strip() or ":" in b:
-            raise CommandError(f"--grid {item.strip()!r} is not L1:L2 (e.g. --grid 0:0,0.001:0.001)")
+            raise SpeechprobeError(f"--grid {item.strip()!r} is not L1:L2 (e.g. --grid 0:0,0.001:0.001)")
         try:
             pair = (float(a), float(b))
         except ValueError:
-            raise CommandError(f"--grid {item.strip()!r}: L1 and L2 must be numbers") from None
+            raise SpeechprobeError(f"--grid {item.strip()!r}: L1 and L2 must be numbers") from None
         if not all(math.isfinite(v) and v >= 0 for v in pair):
-            raise CommandError(f"--grid {item.strip()!r}: L1 and L2 must be finite numbers >= 0")
+            raise SpeechprobeError(f"--grid {item.strip()!r}: L1 and L2 must be finite numbers >= 0")
         if pair not in pairs:
             pairs.append(pair)
     return pairs
@@ -80,9 +81,9 @@ def parse_target(text: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise CommandError(f"--target {text!r} is not a number") from None
+        raise SpeechprobeError(f"--target {text!r} is not a number") from None
     if not (math.isfinite(value) and 0 < value <= 1):
-        raise CommandError(f"--target {text!r} must be a fraction in (0, 1] of the full probe's accuracy")
+        raise SpeechprobeError(f"--target {text!r} must be a fraction in (0, 1] of the full probe's accuracy")
     return value
 
 
@@ -93,9 +94,9 @@ def parse_probe_params(args: argparse.Namespace) -> dict[str, Any]:
     try:
         epochs = int(args.max_epochs)
     except ValueError:
-        raise CommandError(f"--max-epochs {args.max_epochs!r} is not a whole number") from None
+        raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} is not a whole number") from None
     if epochs < 1:
-        raise CommandError(f"--max-epochs {args.max_epochs!r} must be at least 1")
+        raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} must be at least 1")
     return {"max_epochs": epochs}
 
 
@@ -106,9 +107,9 @@ def check_out(out: str) -> Path:
     path = Path(out)
     if path.exists() or path.is_symlink():
         if not path.is_dir():
-            raise CommandError(f"--out {path} exists and is not a folder; choose another --out")
+            raise SpeechprobeError(f"--out {path} exists and is not a folder; choose another --out")
         if any(path.iterdir()):
-            raise CommandError(f"--out {path} exists and is not empty; choose another --out or remove it")
+            raise SpeechprobeError(f"--out {path} exists and is not empty; choose another --out or remove it")
     check_writable(path.parent, path)
     return path
 
@@ -135,7 +136,7 @@ def resolve_layers(store, requested: Sequence[str] | None) -> list[str]:
         elif layer.lstrip("-").isdigit() and -len(names) <= int(layer) < len(names):
             name = names[int(layer)]
         else:
-            raise CommandError(f"{store.path}: no layer {layer!r}; its layers: {', '.join(names)}")
+            raise SpeechprobeError(f"{store.path}: no layer {layer!r}; its layers: {', '.join(names)}")
         if name not in chosen:
             chosen.append(name)
     return chosen
@@ -166,56 +167,18 @@ class TaskData:
         return {part: int(len(rows)) for part, rows in self.split.parts().items()}
 
 
-def probe_dir_names(layers: Sequence[str]) -> dict[str, str]:
-    """Layer -> folder name safe on every file system (the store's own layer file naming), unique."""
-    from speechprobe.encoders.store import layer_file_name
-
-    names: dict[str, str] = {}
-    for layer in layers:
-        base = layer_file_name(layer)[: -len(".npy")]
-        if base.strip(".") == "":
-            base = "_" + base
-        name, n = base, 1
-        while name in names.values():
-            n += 1
-            name = f"{base}-{n}"
-        names[layer] = name
-    return names
-
-
 def library_call(what: str, call: Callable[[], Any]) -> Any:
     """Run a probing function; its ValueError (a clear one-line message on bad input) is a user error."""
     try:
         return call()
     except ValueError as error:
-        raise CommandError(f"{what}: {error}") from error
+        raise SpeechprobeError(f"{what}: {error}") from error
 
 
 def progress(args: argparse.Namespace) -> Callable[[str], None] | None:
     if args.quiet:
         return None
     return lambda message: print(f"speechprobe: {message}", file=sys.stderr, flush=True)
-
-
-def to_json(value: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays, tuples, paths; NaN and Inf become null."""
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json(value.tolist())
-    if isinstance(value, np.generic):
-        return to_json(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(to_json(payload), indent=2, allow_nan=False) + "\n")
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -324,7 +287,8 @@ def cmd_neurons(args: argparse.Namespace) -> int:
         layer_names = resolve_layers(store, [args.layer])
     data = TaskData(store, args.task, args.seed, control=False)
 
-    from speechprobe.experiments.neuron_ablation import analyse_neurons, layer_locations
+    from speechprobe.experiments.neuron_ablation import analyse_neurons
+    from speechprobe.probing.ranking import layer_locations
     from speechprobe.probing.sweep import DEFAULT_GRID, probe_layers
 
     label = ALL_LAYERS if args.layer == ALL_LAYERS else layer_names[0]

@@ -13,10 +13,11 @@ import html
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
 from urllib.parse import quote, unquote
+
+from speechprobe.io import write_text
 
 from speechprobe.experiments.figures import (ablation_mode_words, attribution_figure_name, gradnap_figure_name, model_encoders,
                                  model_units, safe_name, selectivity_note, similarity_figure_name, sweep_tasks,
@@ -953,27 +954,14 @@ def markdown_to_html(markdown: str, out: Path, title: str) -> str:
             f"</body>\n</html>\n")
 
 
-def _write_text(path: Path, text: str) -> Path:
-    """Atomically: a temp file in the folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_report(results: dict, figures: dict[str, Path], out: Path) -> tuple[Path, Path]:
     """Write ``out/report.md`` and the self-contained ``out/report.html``; returns their paths."""
     out = Path(out)
     markdown = report_markdown(results, {k: Path(v) for k, v in figures.items()}, out)
-    md_path = _write_text(out / "report.md", markdown)
-    html_path = _write_text(out / "report.html", markdown_to_html(markdown, out, f"speechprobe report: {results.get('name', 'run')}"))
+    md_path = write_text(out / "report.md", markdown)
+    html_path = write_text(out / "report.html", markdown_to_html(markdown, out, f"speechprobe report: {results.get('name', 'run')}"))
     return md_path, html_path
 
 

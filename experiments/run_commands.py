@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from speechprobe.experiments.cli import CommandError, add_corpus_source, check_writable, column_map, naming
-from speechprobe.experiments.config import SIMILARITY_MEASURES, RunConfig, load_config, parse_config
+from speechprobe.errors import SpeechprobeError
+from speechprobe.io import check_writable, naming
+from speechprobe.experiments.arguments import add_corpus_source, column_map
+from speechprobe.experiments.config import (DEFAULT_LOGGERS, LOGGER_NAMES, PRESET_NAMES, SIMILARITY_MEASURES, RunConfig,
+                                           load_config, parse_config)
 
 RESULTS, FIGURES_DIR, LOGS_DIR = "results.json", "figures", "logs"
 
@@ -23,12 +26,13 @@ def execute(config: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
     from importlib.metadata import version
 
     from speechprobe.experiments.dashboard import Dashboard, parse_loggers
-    from speechprobe.experiments.runner import Run, check_names, check_stores_writable, prepare_corpus, reporter, write_json
+    from speechprobe.experiments.runner import Run, check_names, check_stores_writable, prepare_corpus, reporter
+    from speechprobe.io import write_json
 
     try:
         loggers = parse_loggers(list(config.logger))
     except ValueError as error:
-        raise CommandError(f"logger: {error}") from None
+        raise SpeechprobeError(f"logger: {error}") from None
     started = time.perf_counter()
     check_writable(config.out_dir)  # before any work: a read-only or forbidden folder fails here, in one line
     corpus = prepare_corpus(config, reporter(quiet))
@@ -152,7 +156,7 @@ def _baselines(text: str | None) -> Any:
     for item in text.split(","):
         encoder, sep, baseline = item.partition("=")
         if not sep or not encoder.strip() or not baseline.strip():
-            raise CommandError(f"--baselines {item!r} is not ENCODER=BASELINE (or auto, none)")
+            raise SpeechprobeError(f"--baselines {item!r} is not ENCODER=BASELINE (or auto, none)")
         pairs[encoder.strip()] = baseline.strip()
     return pairs
 
@@ -191,7 +195,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """The run/sweep/audit/ablation subcommands (called by experiments.cli.build_parser)."""
-    from speechprobe.experiments.cli import cmd_lazy
+    from speechprobe.experiments.arguments import cmd_lazy
 
     run = sub.add_parser("run", help="run the studies of a YAML config (sweep, audit, ablation) and write the report",
                          description="Run every section of CONFIG (see experiments/configs/) into its run folder: "
@@ -204,7 +208,7 @@ def add_parsers(sub: Any) -> None:
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--corpus", required=True, metavar="SOURCE", help="corpus folder, CSV or HF dataset")
-        parser.add_argument("--corpus-preset", choices=("tiny", "default", "large"),
+        parser.add_argument("--corpus-preset", choices=PRESET_NAMES,
                             help="build the synthetic corpus of this size at --corpus if it is missing")
         add_corpus_source(parser)
         parser.add_argument("--stores", metavar="DIR", help="representation stores, one per encoder (default data/stores)")
@@ -213,7 +217,8 @@ def add_parsers(sub: Any) -> None:
         parser.add_argument("--seed", type=int, default=0, help="splits, control task, bootstrap (default 0)")
         parser.add_argument("--folds", type=int, help="speaker folds of the cross-validation (default 5)")
         parser.add_argument("--max-epochs", type=int, help="training epochs per probe at most (default 100)")
-        parser.add_argument("--logger", default="csv,wandb", help="none, or any of csv,wandb,tensorboard (default csv,wandb)")
+        parser.add_argument("--logger", default=",".join(DEFAULT_LOGGERS),
+                            help=f"none, or any of {','.join(LOGGER_NAMES[1:])} (default {','.join(DEFAULT_LOGGERS)})")
         parser.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")
 
     sweep = sub.add_parser("sweep", help="layer-wise probing of encoders x tasks, with random-weights baselines",

@@ -33,8 +33,9 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import yaml
 
-from speechprobe.experiments.cli import CommandError, check_writable, naming, write_atomically, write_directory
-from speechprobe.experiments.config import RunConfig, parse_config
+from speechprobe.errors import SpeechprobeError
+from speechprobe.io import check_writable, dumps_json, naming, write_atomically, write_directory
+from speechprobe.experiments.config import RunConfig, SweepSection, parse_config
 
 RUN_FILE, UNIT_FILE, INPUTS_FILE = "run.yaml", "unit.json", "inputs.json"
 UNITS_DIR = "units"
@@ -56,17 +57,6 @@ def store_dir_name(encoder: str) -> str:
 
 def unit_dir_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]", "-", name.replace("/", "--"))
-
-
-def to_json(value: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays, tuples, paths; NaN and Inf become null."""
-    from speechprobe.experiments.probe_commands import to_json as convert
-
-    return convert(value)
-
-
-def write_json(path: Path, payload: Any) -> None:
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(to_json(payload), indent=1, allow_nan=False) + "\n"))
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> Optional[str]:
@@ -111,18 +101,18 @@ class Run:
             except (OSError, yaml.YAMLError):
                 previous = None
             if not isinstance(previous, dict):
-                raise CommandError(f"{run_file} is not a run config; choose another out or remove {out}")
+                raise SpeechprobeError(f"{run_file} is not a run config; choose another out or remove {out}")
             try:  # read with today's defaults, so a key added since the folder was written is no difference
                 previous = parse_config(previous, str(run_file)).as_plain()
-            except CommandError:
+            except SpeechprobeError:
                 pass  # an older schema: compared as written
             key = _first_difference({k: v for k, v in previous.items() if k not in _PRESENTATION_KEYS},
                                     {k: v for k, v in plain.items() if k not in _PRESENTATION_KEYS})
             if key is not None:
-                raise CommandError(f"{out} holds a different run (its config differs at {key}); "
+                raise SpeechprobeError(f"{out} holds a different run (its config differs at {key}); "
                                    "choose another out or remove that folder")
         elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise CommandError(f"{out} exists and is not a speechprobe run folder; choose another out")
+            raise SpeechprobeError(f"{out} exists and is not a speechprobe run folder; choose another out")
         check_writable(out)
         out.mkdir(parents=True, exist_ok=True)
         write_atomically(run_file, lambda tmp: tmp.write_text(yaml.safe_dump(plain, sort_keys=False)))
@@ -181,7 +171,7 @@ class Run:
         def fill(tmp: Path) -> None:
             if extra is not None:
                 extra(tmp)
-            (tmp / UNIT_FILE).write_text(json.dumps(to_json(data), indent=1, allow_nan=False) + "\n")
+            (tmp / UNIT_FILE).write_text(dumps_json(data))
             (tmp / INPUTS_FILE).write_text(json.dumps(inputs, indent=1) + "\n")
 
         write_directory(path, fill)
@@ -294,12 +284,21 @@ def _out_of_date(manifest: dict, model: Any, corpus: Any, fingerprint: Optional[
     return " and ".join(reasons) or None
 
 
+def baselines_of(section: SweepSection) -> dict[str, str]:
+    """Encoder -> its random-weights baseline, as the section asks."""
+    from speechprobe.encoders.registry import random_twin
+
+    if section.baselines == "none":
+        return {}
+    if section.baselines == "auto":
+        return {name: twin for name in section.encoders if (twin := random_twin(name)) is not None}
+    return dict(section.baselines)
+
+
 def run_encoders(config: RunConfig) -> list[str]:
     """Every encoder whose store the run reads: the sections' encoders and the sweep's baselines."""
     names = list(config.encoders())
     if config.sweep:
-        from speechprobe.experiments.layer_sweep import baselines_of
-
         names += [b for b in baselines_of(config.sweep).values() if b not in names]
     return names
 
@@ -345,7 +344,7 @@ def check_names(config: RunConfig, corpus: Any) -> None:
     if config.sweep and isinstance(config.sweep.baselines, dict):
         for encoder, baseline in config.sweep.baselines.items():
             if encoder not in config.sweep.encoders:
-                raise CommandError(f"sweep.baselines: {encoder!r} is not one of sweep.encoders "
+                raise SpeechprobeError(f"sweep.baselines: {encoder!r} is not one of sweep.encoders "
                                    f"({', '.join(config.sweep.encoders)})")
             check_name(baseline)
     tasks = [*(config.sweep.tasks if config.sweep else ()),

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from speechprobe.experiments.cli import CommandError, cmd_lazy, write_directory
+from speechprobe.errors import SpeechprobeError
+from speechprobe.io import write_directory
+from speechprobe.experiments.arguments import cmd_lazy
 from speechprobe.experiments.config import SIMILARITY_MEASURES
 
 # numpy and the probing code load only when the command runs: `speechprobe --help` stays instant
@@ -17,10 +19,11 @@ RESULTS, FIGURE = "similarity.json", "similarity.png"
 def cmd_similarity(args: argparse.Namespace) -> int:
     from speechprobe.experiments.figures import draw_similarity
     from speechprobe.experiments.layer_similarity import similarity_results
-    from speechprobe.experiments.probe_commands import check_out, library_call, open_store, progress, write_json
+    from speechprobe.experiments.probe_commands import check_out, library_call, open_store, progress
+    from speechprobe.io import write_json
 
     if len(args.store) > 2:
-        raise CommandError(f"--store is given {len(args.store)} times; give one store (its layers against each "
+        raise SpeechprobeError(f"--store is given {len(args.store)} times; give one store (its layers against each "
                            "other) or two (the first's layers against the second's)")
     out = check_out(args.out)
     stores = [open_store(path) for path in args.store]

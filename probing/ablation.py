@@ -42,12 +42,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.choices import ABLATION_MODES, DEFAULT_ABLATION_MODE
 from speechprobe.probing.metrics import accuracy
 
 __all__ = ["AblationCurve", "DEFAULT_MODE", "MODES", "MODE_DESCRIPTIONS", "ablate", "ablation_curve"]
 
-MODES = ("mean", "zero")
-DEFAULT_MODE = "mean"
+MODES, DEFAULT_MODE = ABLATION_MODES, DEFAULT_ABLATION_MODE
 #: Each mode in words, as figure titles and report sentences name it.
 MODE_DESCRIPTIONS = {
     "mean": "mean ablation (in distribution)",

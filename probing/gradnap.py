@@ -22,7 +22,7 @@ Works on plain arrays only (never imports ``encoders`` or ``tasks``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -277,3 +277,31 @@ def analyse_layer(R: Any, groups: Any, *, blocks: Any = None, n_permutations: in
                         cosine=cosine, linkage=Z, leaves=[labels[k] for k in leaves_list(Z)], root_split=split,
                         closest_pair=(labels[min(i, j)], labels[max(i, j)]), top_neurons=[int(k) for k in order],
                         test=test)
+
+
+def gradnap_layers(layers: Mapping[str, Any], labels: Any, groups: Any, splits: list, *, blocks: Any = None,
+                   settings: Mapping[str, tuple[float, float]], probe_params: Optional[dict] = None, seed: int = 0,
+                   probes: Optional[Mapping[str, dict]] = None, n_permutations: Optional[int] = None,
+                   tell: Callable[[str], None] = lambda message: None) -> tuple[dict, dict]:
+    """Per layer: cross-fitted relevance, profiles, clustering and the separation test.
+
+    Returns (results: plain values, profiles: layer -> full (groups, neurons) matrix). ``settings``: layer ->
+    (l1, l2); ``probes``: layer -> {split position: a fitted probe to reuse} (the sweep's first fold).
+    """
+    groups = np.asarray(groups).astype(str)
+    blocks = None if blocks is None else np.asarray(blocks).astype(str)
+    out, profiles = [], {}
+    for position, (name, X) in enumerate(layers.items(), 1):
+        l1, l2 = settings[name]
+        tell(f"gradnap layer {position}/{len(layers)} {name}: {len(splits)} probe{'s' if len(splits) > 1 else ''}, "
+             "profiles, permutation test")
+        rows, R, predicted = crossfitted_relevance(np.asarray(X), labels, splits, l1=l1, l2=l2, seed=seed,
+                                                   probe_params=probe_params, probes=(probes or {}).get(name))
+        result = analyse_layer(R, groups[rows], blocks=None if blocks is None else blocks[rows], seed=seed,
+                               n_permutations=n_permutations or N_PERMUTATIONS)
+        out.append({"layer": name, "l1": l1, "l2": l2, "n_neurons": int(R.shape[1]), "n_utterances": int(rows.size),
+                    "probe_accuracy": float(np.mean(predicted == np.asarray(labels)[rows])), **result.as_dict()})
+        profiles[name] = result.profiles
+    separating = [layer for layer in out if layer["separates"]]
+    best = max(separating, key=lambda layer: layer["excess"])["layer"] if separating else None
+    return {"layers": out, "most_separating": best}, profiles

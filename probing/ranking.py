@@ -28,6 +28,8 @@ from typing import Any, Hashable, Iterable, Sequence
 import numpy as np
 from scipy.stats import hypergeom
 
+from speechprobe.probing.choices import DATA_RANKINGS, DEFAULT_RANKING, RANKING_METHODS
+
 __all__ = [
     "DATA_METHODS",
     "DEFAULT_METHOD",
@@ -42,10 +44,9 @@ __all__ = [
     "rank_per_class",
 ]
 
-METHODS = ("path", "weight", "neurox", "probeless")
-DEFAULT_METHOD = "path"
+METHODS, DEFAULT_METHOD = RANKING_METHODS, DEFAULT_RANKING
 # Methods that rank from the features and labels (the probe is used for a shape check only).
-DATA_METHODS = ("path", "probeless")
+DATA_METHODS = DATA_RANKINGS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -446,3 +447,28 @@ def overlap(a: Iterable[int], b: Iterable[int], n: int) -> Overlap:
         size_b=len(sb),
         n=int(n),
     )
+
+
+TOP_FRACTION = 0.05  # "top_counts": neurons of each layer among the top 5% of a concatenated ranking
+
+
+def top_counts(names: list[str], widths: Any, ranking: np.ndarray) -> tuple[int, dict[str, int]]:
+    """For a ranking over concatenated layers: k of the top 5%, and how many of them each layer holds."""
+    layer_of = np.repeat(np.arange(len(names)), np.asarray(widths))
+    top_k = max(1, int(round(TOP_FRACTION * len(layer_of))))
+    counts = np.bincount(layer_of[ranking[:top_k]], minlength=len(names))
+    return top_k, {name: int(n) for name, n in zip(names, counts)}
+
+
+def layer_locations(names: list[str], widths: list[int], ranking: np.ndarray) -> dict:
+    """For a ranking over concatenated layers: each neuron's (layer, index) and the top 5% per layer."""
+    widths_a = np.asarray(widths)
+    starts = np.concatenate([[0], np.cumsum(widths_a)[:-1]])
+    layer_of = np.repeat(np.arange(len(names)), widths_a)
+    top_k, counts = top_counts(names, widths_a, ranking)
+    return {
+        "layers": [{"name": n, "start": int(s), "dim": int(w)} for n, s, w in zip(names, starts, widths_a)],
+        "layer_of_neuron": [[names[layer_of[i]], int(i - starts[layer_of[i]])] for i in ranking],
+        "top_k": top_k,
+        "top_counts": counts,
+    }

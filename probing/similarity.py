@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional
 import numpy as np
 
 from speechprobe.probing.checks import feature_matrix
+from speechprobe.probing.choices import SIMILARITY_MEASURES
 
 __all__ = [
     "MAX_GRAM_N",
@@ -47,7 +48,7 @@ __all__ = [
     "svcca",
 ]
 
-MEASURES = ("linear_cka", "rbf_cka", "svcca", "pwcca")
+MEASURES = SIMILARITY_MEASURES
 
 # Gram-matrix measures hold a few N x N float64 matrices (200 MB each at N = 5000); above this they
 # are refused rather than left to exhaust memory. Linear CKA in feature space has no such limit.

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from speechprobe.experiments.cli import CommandError
+from speechprobe.errors import SpeechprobeError
 from speechprobe.experiments.config import load_config, parse_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
@@ -41,7 +41,7 @@ def test_defaults_fill_in():
     ({"sweep": {"encoders": ["ge2e"], "attribution": {"utterances": 0}}}, "sweep.attribution.utterances: Input should be greater"),
 ])
 def test_bad_configs_name_the_key(change: dict, message: str):
-    with pytest.raises(CommandError) as error:
+    with pytest.raises(SpeechprobeError) as error:
         parse_config({**MINIMAL, **change}, "my.yaml")
     assert str(error.value).startswith("my.yaml: ")
     assert message in str(error.value)
@@ -57,18 +57,18 @@ def test_attribution_is_optional_and_has_defaults():
 
 
 def test_missing_required_key_and_non_mapping():
-    with pytest.raises(CommandError, match="corpus: missing"):
+    with pytest.raises(SpeechprobeError, match="corpus: missing"):
         parse_config({"name": "t", "sweep": {"encoders": ["ge2e"]}})
-    with pytest.raises(CommandError, match="a config is a mapping"):
+    with pytest.raises(SpeechprobeError, match="a config is a mapping"):
         parse_config(["name", "t"])
 
 
 def test_yaml_errors_name_the_file_and_line(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: t\ncorpus: [unclosed\n")
-    with pytest.raises(CommandError, match=r"bad.yaml: not valid YAML at line \d"):
+    with pytest.raises(SpeechprobeError, match=r"bad.yaml: not valid YAML at line \d"):
         load_config(bad)
-    with pytest.raises(CommandError, match="cannot read the config"):
+    with pytest.raises(SpeechprobeError, match="cannot read the config"):
         load_config(tmp_path / "absent.yaml")
 
 
@@ -76,5 +76,5 @@ def test_the_sweep_gradnap_key_is_off_by_default_and_strict():
     assert parse_config(MINIMAL).sweep.gradnap is False
     on = parse_config({**MINIMAL, "sweep": {"encoders": ["ge2e"], "gradnap": True}})
     assert on.sweep.gradnap is True and on.as_plain()["sweep"]["gradnap"] is True
-    with pytest.raises(CommandError, match="sweep.gradnap"):
+    with pytest.raises(SpeechprobeError, match="sweep.gradnap"):
         parse_config({**MINIMAL, "sweep": {"encoders": ["ge2e"], "gradnap": "yes"}})

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from speechprobe.experiments import dashboard
-from speechprobe.experiments.dashboard import DEFAULT_LOGGERS, LOGGERS, Dashboard, parse_loggers
+from speechprobe.experiments.config import DEFAULT_LOGGERS, LOGGER_NAMES as LOGGERS
+from speechprobe.experiments.dashboard import Dashboard, parse_loggers
 
 CONFIG = {"encoder": "ge2e", "seed": 3, "probe": {"kind": "linear", "l1": 0.01}, "corpus": Path("/data/tiny")}
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from speechprobe.experiments.cli import CommandError
+from speechprobe.errors import SpeechprobeError
 from tests.experiments.cli_runner import run_cli as _run
 from speechprobe.experiments.layer_similarity import aligned_layers
 
@@ -73,7 +73,7 @@ def test_rows_are_matched_by_utterance_not_position():
     layers_a, layers_b = aligned_layers(a, b)
     np.testing.assert_array_equal(layers_a["x"], X)
     np.testing.assert_array_equal(layers_b["y"], Y)  # back in the first store's order
-    with pytest.raises(CommandError, match="hold different utterances"):
+    with pytest.raises(SpeechprobeError, match="hold different utterances"):
         aligned_layers(a, _fake_store(ids[:29] + ["other"], {"y": Y}, "c"))
 
 

@@ -85,7 +85,6 @@ def test_imports_follow_the_flow() -> None:
     assert not against, "imports against tasks -> encoders -> probing -> experiments:\n" + "\n".join(sorted(against))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 part 2: cli.py and the *_commands modules import each other")
 def test_no_import_cycles() -> None:
     # Tarjan's strongly connected components: any component with two or more modules is a cycle.
     index: dict[str, int] = {}
@@ -118,7 +117,6 @@ def test_no_import_cycles() -> None:
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(cycle) for cycle in cycles)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 part 2: cli.py and the *_commands modules import each other")
 def test_nothing_imports_the_cli() -> None:
     importers = sorted(module for module, targets in GRAPH.items() if CLI in targets)
     assert importers == ["speechprobe.__main__"]
