@@ -207,9 +207,10 @@ def _normalise(waves: Tensor, lengths: Tensor) -> Tensor:
 
 
 def _output_lengths(model: nn.Module, lengths: Tensor) -> Tensor:
-    if getattr(model.config, "add_adapter", False):
-        return model._get_feat_extract_output_lengths(lengths, add_adapter=False)
-    return model._get_feat_extract_output_lengths(lengths)
+    """Frames after the CNN (an adapter is not read); transformers' private method, see speechprobe.compat."""
+    from speechprobe.compat import feat_extract_output_lengths
+
+    return feat_extract_output_lengths(model, lengths)
 
 
 def _min_samples(kernels: tuple[int, ...], strides: tuple[int, ...]) -> int:

@@ -35,8 +35,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from speechprobe.encoders.choices import DTYPES
 from speechprobe.encoders.errors import EncoderError
+from speechprobe.io import write_json
 
 FORMAT = "speechprobe-representation-store"
 VERSION = 1
@@ -68,15 +68,7 @@ class StoreSettings:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, payload, indent=2, sort_keys=True)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -603,7 +595,7 @@ class RepresentationStore:
             f"  corpus      {m.get('corpus_source', '?')} (fingerprint {m['corpus_fingerprint']}), {m['utterances']} utterances",
             f"  pooling     {m['pooling']}, stored as {m['dtype']}",
             f"  labels      {', '.join(c for c in self.index.columns if c not in ('utt_id', 'file_name'))}",
-            f"  software    " + ", ".join(f"{k} {v}" for k, v in m.get("software", {}).items()),
+            "  software    " + ", ".join(f"{k} {v}" for k, v in m.get("software", {}).items()),
             f"  layers ({len(self.layer_names)}):",
         ]
         width = max(len(name) for name in self.layer_names)

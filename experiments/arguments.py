@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from speechprobe.errors import SpeechprobeError
+from speechprobe.io import check_writable
 from speechprobe.tasks.errors import CorpusError
 
 
@@ -40,3 +45,117 @@ def load_source(args: argparse.Namespace, source: str) -> Any:
     from speechprobe.tasks.corpus import load_corpus
 
     return load_corpus(source, columns=column_map(args.column), split=args.hf_split)
+
+
+def parse_strength(flag: str, text: str) -> float:
+    """A regularisation strength: a finite number >= 0."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise SpeechprobeError(f"{flag} {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise SpeechprobeError(f"{flag} {text!r} must be a finite number >= 0")
+    return value
+
+
+def parse_grid(args: argparse.Namespace) -> list[tuple[float, float]] | None:
+    """--l1/--l2 (one setting) or --grid "l1:l2,l1:l2" (several); None for the sweep's default grid."""
+    l1, l2, grid = args.l1, args.l2, args.grid
+    if (l1 is None) != (l2 is None):
+        given = "--l1" if l1 is not None else "--l2"
+        raise SpeechprobeError(f"{given} needs {'--l2' if l1 is not None else '--l1'} too: give both, or --grid L1:L2,...")
+    if l1 is not None and grid is not None:
+        raise SpeechprobeError("give either --l1/--l2 or --grid, not both")
+    if l1 is not None:
+        return [(parse_strength("--l1", l1), parse_strength("--l2", l2))]
+    if grid is None:
+        return None
+    pairs = []
+    for item in grid.split(","):
+        a, sep, b = item.strip().partition(":")
+        if not sep or not a.strip() or not b.strip() or ":" in b:
+            raise SpeechprobeError(f"--grid {item.strip()!r} is not L1:L2 (e.g. --grid 0:0,0.001:0.001)")
+        try:
+            pair = (float(a), float(b))
+        except ValueError:
+            raise SpeechprobeError(f"--grid {item.strip()!r}: L1 and L2 must be numbers") from None
+        if not all(math.isfinite(v) and v >= 0 for v in pair):
+            raise SpeechprobeError(f"--grid {item.strip()!r}: L1 and L2 must be finite numbers >= 0")
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def parse_target(text: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise SpeechprobeError(f"--target {text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise SpeechprobeError(f"--target {text!r} must be a fraction in (0, 1] of the full probe's accuracy")
+    return value
+
+
+def parse_probe_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Training parameters of every probe trained (passed to probe_layers; the others reuse the probe's)."""
+    if args.max_epochs is None:
+        return {}
+    try:
+        epochs = int(args.max_epochs)
+    except ValueError:
+        raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} is not a whole number") from None
+    if epochs < 1:
+        raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} must be at least 1")
+    return {"max_epochs": epochs}
+
+
+def check_out(out: str) -> Path:
+    """--out must be absent or an empty folder (results are never written over others), and writable: the
+    results are written beside it and renamed into place, so its parent must take a file, and so must the
+    folder itself where it exists (a read-only mount). Checked before any probe is trained."""
+    path = Path(out)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise SpeechprobeError(f"--out {path} exists and is not a folder; choose another --out")
+        if any(path.iterdir()):
+            raise SpeechprobeError(f"--out {path} exists and is not empty; choose another --out or remove it")
+    check_writable(path.parent, path)
+    return path
+
+
+def open_store(path: str):
+    from speechprobe.encoders.store import RepresentationStore
+
+    return RepresentationStore(path)
+
+
+def resolve_layers(store, requested: Sequence[str] | None) -> list[str]:
+    """Layer names (or positions, as `extract --layers`) -> store layer names, in the order given."""
+    names = store.layer_names
+    if not requested:
+        return list(names)
+    chosen: list[str] = []
+    for layer in requested:
+        if layer in names:
+            name = layer
+        elif layer.lstrip("-").isdigit() and -len(names) <= int(layer) < len(names):
+            name = names[int(layer)]
+        else:
+            raise SpeechprobeError(f"{store.path}: no layer {layer!r}; its layers: {', '.join(names)}")
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+def library_call(what: str, call: Callable[[], Any]) -> Any:
+    """Run a probing function; its ValueError (a clear one-line message on bad input) is a user error."""
+    try:
+        return call()
+    except ValueError as error:
+        raise SpeechprobeError(f"{what}: {error}") from error
+
+
+def progress(args: argparse.Namespace) -> Callable[[str], None] | None:
+    if args.quiet:
+        return None
+    return lambda message: print(f"speechprobe: {message}", file=sys.stderr, flush=True)

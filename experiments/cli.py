@@ -22,22 +22,13 @@ from speechprobe.io import check_writable, naming, write_atomically
 from speechprobe.tasks.errors import CorpusError
 
 
-# OSError: a file that cannot be read or written (EACCES, EROFS, ENOSPC, ...), shown as "FILE: reason".
-USER_ERRORS: tuple[type[Exception], ...] = (SpeechprobeError, CorpusError, EncoderError, OSError)
-
-# Damaged-file errors of modules the CLI does not import up front (they pull in torch): (module, class).
-# Checked only when the module has been imported, i.e. when the failing command used it.
-FILE_ERRORS: tuple[tuple[str, str], ...] = (("speechprobe.probing.probe", "ProbeFileError"),)
+# Every layer's user errors derive from SpeechprobeError; OSError is a file that cannot be read or written
+# (EACCES, EROFS, ENOSPC, ...), shown as "FILE: reason". Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (SpeechprobeError, OSError)
 
 
 def _is_user_error(error: BaseException) -> bool:
-    if isinstance(error, USER_ERRORS):
-        return True
-    for module, name in FILE_ERRORS:
-        kind = getattr(sys.modules.get(module), name, None)
-        if isinstance(kind, type) and isinstance(error, kind):
-            return True
-    return False
+    return isinstance(error, USER_ERRORS)
 
 
 def error_line(error: BaseException) -> str:
@@ -166,13 +157,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from speechprobe.experiments.probe_commands import cmd_probe as run
+    from speechprobe.experiments.studies.sweep.command import cmd_probe as run
 
     return run(args)
 
 
 def cmd_neurons(args: argparse.Namespace) -> int:
-    from speechprobe.experiments.probe_commands import cmd_neurons as run
+    from speechprobe.experiments.studies.ablation.command import cmd_neurons as run
 
     return run(args)
 
@@ -313,9 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     neurons.set_defaults(func=cmd_neurons)
 
     from speechprobe.experiments.run_commands import add_parsers
-    from speechprobe.experiments.gradnap_commands import add_parser as add_gradnap
-    from speechprobe.experiments.attribution_commands import add_parser as add_attribution
-    from speechprobe.experiments.similarity_commands import add_parser as add_similarity
+    from speechprobe.experiments.studies.gradnap.command import add_parser as add_gradnap
+    from speechprobe.experiments.studies.attribution.command import add_parser as add_attribution
+    from speechprobe.experiments.studies.similarity.command import add_parser as add_similarity
 
     add_parsers(sub)
     add_similarity(sub)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator, ValidationError
 
 from speechprobe.encoders.choices import POOLINGS
 from speechprobe.errors import SpeechprobeError
@@ -82,7 +82,7 @@ class ProbeSettings(_Section):
 
 
 class AttributionSection(_Section):
-    """Input attribution of the best layer's probe, per model encoder x task (see experiments.attribution)."""
+    """Input attribution of the best layer's probe, per model encoder x task (see experiments/studies/attribution/)."""
 
     utterances: int = Field(1, ge=1, le=50, description="utterances per encoder x task, one per class in turn")
     methods: tuple[Literal[ATTRIBUTION_METHODS], ...] = Field(DEFAULT_ATTRIBUTION_METHODS, min_length=1)

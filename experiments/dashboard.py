@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping, Sequence
 
-from speechprobe.experiments.config import LOGGER_NAMES as LOGGERS  # the schema owns the list
+from speechprobe.experiments.config import LOGGER_NAMES as LOGGERS
 from speechprobe.io import write_atomically
 
 WANDB_PROJECT = "speechprobe"

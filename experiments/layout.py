@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+RESULTS, NEURONS, PREDICTIONS = "results.json", "neurons.json", "predictions.csv"
+FIGURES_DIR, LOGS_DIR = "figures", "logs"  # of a run folder
+PROBES_DIR, CONTROL_PROBES_DIR, PROBE_DIR = "probes", "control_probes", "probe"
 GRADNAP_RESULTS, GRADNAP_PROFILES, GRADNAP_FIGURE = "gradnap.json", "profiles.npz", "gradnap.png"
+ALL_LAYERS = "all"  # a layer argument meaning every layer of a store, concatenated
 
 
 def probe_dir_names(layers: Sequence[str]) -> dict[str, str]:

@@ -8,118 +8,12 @@ dashboards named by ``--logger``. Imported lazily by :mod:`experiments.cli`.
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 from typing import Any
 
 from speechprobe.errors import SpeechprobeError
-from speechprobe.io import check_writable, naming
 from speechprobe.experiments.arguments import add_corpus_source, column_map
-from speechprobe.experiments.config import (DEFAULT_LOGGERS, LOGGER_NAMES, PRESET_NAMES, SIMILARITY_MEASURES, RunConfig,
-                                           load_config, parse_config)
-
-RESULTS, FIGURES_DIR, LOGS_DIR = "results.json", "figures", "logs"
-
-
-def execute(config: RunConfig, *, quiet: bool = False) -> dict[str, Any]:
-    """Run every section of ``config``; returns the results (also written to the run folder)."""
-    from importlib.metadata import version
-
-    from speechprobe.experiments.dashboard import Dashboard, parse_loggers
-    from speechprobe.experiments.runner import Run, check_names, check_stores_writable, prepare_corpus, reporter
-    from speechprobe.io import write_json
-
-    try:
-        loggers = parse_loggers(list(config.logger))
-    except ValueError as error:
-        raise SpeechprobeError(f"logger: {error}") from None
-    started = time.perf_counter()
-    check_writable(config.out_dir)  # before any work: a read-only or forbidden folder fails here, in one line
-    corpus = prepare_corpus(config, reporter(quiet))
-    check_names(config, corpus)
-    check_stores_writable(config)
-    run = Run.open(config, quiet=quiet, corpus=corpus)  # only now is anything written
-    results: dict[str, Any] = {
-        "name": config.name,
-        "config": config.as_plain(),
-        "speechprobe": version("speechprobe"),
-        "corpus": {"source": str(config.corpus), "utterances": len(corpus),
-                   "speakers": int(corpus.metadata["speaker"].nunique()) if "speaker" in corpus.metadata else None},
-    }
-    if config.sweep:
-        from speechprobe.experiments.layer_sweep import run_sweep
-
-        results["sweep"] = run_sweep(run, config.sweep)
-    if config.audit:
-        from speechprobe.experiments.bias_audit import run_audit
-
-        results["audit"] = run_audit(run, config.audit)
-    if config.ablation:
-        from speechprobe.experiments.neuron_ablation import run_ablation
-
-        results["ablation"] = run_ablation(run, config.ablation)
-    results["units_computed"] = list(run.computed)
-
-    from speechprobe.experiments.figures import make_figures
-    from speechprobe.experiments.report import summary_table, write_report
-
-    run.tell("drawing the figures and writing the report")
-    with naming(run.out):  # a write that fails without naming its file (a full disk) names the run folder
-        figures = make_figures(results, run.out / FIGURES_DIR)
-        write_json(run.out / RESULTS, results)
-        report_md, report_html = write_report(results, figures, run.out)
-        where = {}
-        if loggers:
-            run.tell(f"logging to {', '.join(loggers)}")
-            with Dashboard(loggers, run.out / LOGS_DIR, config.name, config.as_plain()) as dashboard:
-                log_to_dashboard(dashboard, results, figures)
-                where = dashboard.close()
-    results["_report"] = {"markdown": str(report_md), "html": str(report_html), "logs": where,
-                          "seconds": time.perf_counter() - started}
-    if not quiet:
-        print(summary_table(results))
-    print(f"report: {report_html} (and {report_md.name}); numbers in {run.out / RESULTS}")
-    if "wandb_sync" in where:
-        print(f"wandb: logged offline; upload with `{where['wandb_sync']}`")
-    return results
-
-
-def log_to_dashboard(dashboard: Any, results: dict, figures: dict[str, Path]) -> None:
-    """Per-layer metrics (step = layer position), the tables behind the figures, and the figures."""
-    sweep = results.get("sweep")
-    if sweep:
-        rows = []
-        for unit in sweep["results"]:
-            prefix = f"sweep/{unit['encoder']}/{unit['task']}"
-            for position, layer in enumerate(unit["layers"]):
-                dashboard.log_metrics({f"{prefix}/accuracy": layer["accuracy"]["value"],
-                                       f"{prefix}/macro_f1": layer["macro_f1"]["value"],
-                                       f"{prefix}/control_accuracy": layer["control_accuracy"],
-                                       f"{prefix}/selectivity": layer["selectivity"]}, step=position)
-                rows.append({"encoder": unit["encoder"], "role": unit["role"], "task": unit["task"],
-                             "layer": layer["layer"], "accuracy": layer["accuracy"]["value"],
-                             "low": layer["accuracy"]["low"], "high": layer["accuracy"]["high"],
-                             "macro_f1": layer["macro_f1"]["value"], "control_accuracy": layer["control_accuracy"],
-                             "selectivity": layer["selectivity"], "majority": layer["majority_accuracy"]})
-        dashboard.log_table("sweep", rows)
-    audit = results.get("audit")
-    if audit:
-        rows = [{"task": task, "layer": g["layer"], "group": group, "accuracy": g["accuracy"][group]["value"],
-                 "low": g["accuracy"][group]["low"], "high": g["accuracy"][group]["high"],
-                 "gap": g["gap"]["value"], "flagged": g["flagged"]}
-                for task, g in audit["groups"].items() for group in g["groups"]]
-        dashboard.log_table("audit_groups", rows)
-    ablation = results.get("ablation")
-    if ablation:
-        curve = ablation["ablation"]
-        rows = [{"fraction": f, "k": k, "removed_top": t, "removed_random": r, "removed_bottom": b,
-                 "kept_top": kt, "kept_random": kr, "kept_bottom": kb}
-                for f, k, t, r, b, kt, kr, kb in zip(curve["fractions"], curve["ks"], curve["removed_top"],
-                                                     curve["removed_random_mean"], curve["removed_bottom"],
-                                                     curve["kept_top"], curve["kept_random_mean"], curve["kept_bottom"])]
-        dashboard.log_table("ablation", rows)
-    for name, path in figures.items():
-        dashboard.log_figure(name, path)
+from speechprobe.experiments.config import (DEFAULT_LOGGERS, load_config, LOGGER_NAMES, parse_config, PRESET_NAMES,
+                                            SIMILARITY_MEASURES)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.out:
         config = parse_config({**config.as_plain(), "out": args.out}, args.config)
+    from speechprobe.experiments.execute import execute
+
     execute(config, quiet=args.quiet)
     return 0
 
@@ -174,6 +70,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     data["sweep"] = {"encoders": args.encoders, "baselines": _baselines(args.baselines),
                      **({"tasks": args.tasks} if args.tasks else {}),
                      **({"similarity": args.similarity} if args.similarity else {})}
+    from speechprobe.experiments.execute import execute
+
     execute(parse_config(data, "speechprobe sweep"), quiet=args.quiet)
     return 0
 
@@ -182,6 +80,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     data = _common(args, f"audit-{args.attribute}")
     data["audit"] = {"encoder": args.encoder, "attribute": args.attribute, "layer": args.layer,
                      **({"tasks": args.tasks} if args.tasks else {})}
+    from speechprobe.experiments.execute import execute
+
     execute(parse_config(data, "speechprobe audit"), quiet=args.quiet)
     return 0
 
@@ -189,6 +89,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_ablation(args: argparse.Namespace) -> int:
     data = _common(args, f"ablation-{args.task}")
     data["ablation"] = {"encoder": args.encoder, "task": args.task, "layer": args.layer}
+    from speechprobe.experiments.execute import execute
+
     execute(parse_config(data, "speechprobe ablation"), quiet=args.quiet)
     return 0
 

@@ -34,8 +34,9 @@ import numpy as np
 import yaml
 
 from speechprobe.errors import SpeechprobeError
+from speechprobe.experiments.config import parse_config, RunConfig, SweepSection
 from speechprobe.io import check_writable, dumps_json, naming, write_atomically, write_directory
-from speechprobe.experiments.config import RunConfig, SweepSection, parse_config
+from speechprobe.tasks.errors import CorpusError
 
 RUN_FILE, UNIT_FILE, INPUTS_FILE = "run.yaml", "unit.json", "inputs.json"
 UNITS_DIR = "units"
@@ -363,13 +364,33 @@ def check_names(config: RunConfig, corpus: Any) -> None:
 class TaskArrays:
     """A task over a store: labels, the cross-validation splits, speakers, and the control task."""
 
-    name: str
-    split_policy: str
+    task: Any  # tasks.tasks.Task
     labels: np.ndarray
     splits: list
     groups: Optional[np.ndarray]
     control_labels: Optional[np.ndarray]
     control_split: Any
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def split_policy(self) -> str:
+        return self.task.split_policy
+
+    @property
+    def split(self) -> Any:
+        """The split one probe is trained and scored on (fold 0, `tasks.splits.make_split`)."""
+        return self.splits[0]
+
+    @property
+    def control_note(self) -> Optional[str]:
+        """Why the task's control task means nothing (speaker identity), or None."""
+        return self.task.control_note
+
+    def sizes(self) -> dict[str, int]:
+        return {part: int(len(rows)) for part, rows in self.split.parts().items()}
 
 
 def task_arrays(store: Any, task_name: str, *, folds: int, seed: int, control: bool) -> TaskArrays:
@@ -394,7 +415,19 @@ def task_arrays(store: Any, task_name: str, *, folds: int, seed: int, control: b
     if control:
         c_labels = control_labels(index, task, seed=seed)
         c_split = control_split(index, seed=seed, folds=folds)
-    return TaskArrays(task.name, task.split_policy, labels, splits, groups, c_labels, c_split)
+    return TaskArrays(task, labels, splits, groups, c_labels, c_split)
+
+
+def command_task(store: Any, task_name: str, *, seed: int, control: bool, folds: int = 5) -> TaskArrays:
+    """A task for a one-store command (`probe`, `neurons`): every corpus check runs here, and the control
+    task only where it means something (not for speaker identity)."""
+    data = task_arrays(store, task_name, folds=folds, seed=seed, control=False)
+    if not control or data.control_note is not None:
+        return data
+    try:
+        return task_arrays(store, task_name, folds=folds, seed=seed, control=True)
+    except CorpusError as error:
+        raise CorpusError(f"{error} (or skip it with --no-control)") from error
 
 
 def probe_params(config: RunConfig) -> dict[str, Any]:

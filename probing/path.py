@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.checks import label_vector
 
 __all__ = ["PathResult", "RegularisationPath", "path_rankings", "regularisation_path"]
 
@@ -306,9 +306,16 @@ class RegularisationPath(BaseEstimator):
         if not (np.isfinite(self.tol) and self.tol > 0):
             raise ValueError(f"tol must be a positive number, got {self.tol!r}")
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True  # the path is supervised: fit needs class labels
+        return tags
+
     def fit(self, X: Any, y: Any) -> "RegularisationPath":
+        from speechprobe.probing.probe import _estimator_X, _estimator_y
+
         self._check_params()
-        result, (mean, scale), classes = _fit_path(feature_matrix("X", X), y, self)
+        result, (mean, scale), classes = _fit_path(_estimator_X(X), _estimator_y(self, y), self)
         self.mean_, self.scale_ = mean, scale
         self.classes_ = classes
         self.n_features_in_ = result.ranking.shape[0]

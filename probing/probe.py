@@ -11,16 +11,19 @@ Works on plain arrays only (never imports ``encoders`` or ``tasks``).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import NotFittedError  # a ValueError subclass
+from sklearn.exceptions import DataConversionWarning, NotFittedError
 from sklearn.model_selection import train_test_split
 
+from speechprobe.errors import SpeechprobeError
 from speechprobe.probing.checks import feature_matrix, label_vector
 from speechprobe.probing.metrics import accuracy
 from speechprobe.probing.training import train_probe_bank
@@ -46,8 +49,45 @@ def _classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     except TypeError as error:
         raise ValueError(f"labels cannot be sorted (mixed types?): {error}") from None
     if classes.shape[0] < 2:
-        raise ValueError(f"y has a single class ({classes[0]!r}); a probe needs at least 2")
+        raise ValueError(f"y has a single class ({classes[0]!r}); a probe needs at least 2, not one class")
+    if classes.dtype.kind == "f" and np.any(classes != np.round(classes)):
+        # a regression target passed by mistake: every value would become a class of its own
+        raise ValueError("Unknown label type: continuous (y holds non-integer numbers); a probe needs class labels")
     return classes, codes.reshape(-1)
+
+
+def _estimator_X(X: Any, name: str = "X") -> np.ndarray:
+    """:func:`feature_matrix` for the estimators' methods, first saying what scikit-learn's own estimators
+    say for sparse, complex, 1-D and featureless input (its estimator checks read these words), where
+    the plain conversion would densify, drop imaginary parts silently or give a vaguer error."""
+    if sparse.issparse(X):
+        raise ValueError(f"{name} is a sparse matrix: sparse input is not supported, pass a dense array")
+    try:
+        array = np.asarray(X)
+    except (TypeError, ValueError):  # ragged or odd input: feature_matrix's one-line error
+        return feature_matrix(name, X)
+    if array.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} is complex")
+    if array.ndim == 1:
+        raise ValueError(f"{name} must be a 2-D array (n_examples, n_features), got shape {array.shape}: Reshape "
+                         "your data with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single example")
+    if array.ndim == 2 and array.shape[1] == 0:
+        raise ValueError(f"{name} has 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
+    return feature_matrix(name, array)
+
+
+def _estimator_y(estimator: Any, y: Any) -> Any:
+    """y for an estimator's ``fit``: None is an error naming the estimator, a column vector (n, 1) is
+    flattened with scikit-learn's DataConversionWarning (what its classifiers accept); the rest is
+    :func:`label_vector`'s to check."""
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None")
+    array = np.asarray(y)
+    if array.ndim == 2 and array.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected: y is flattened",
+                      DataConversionWarning, stacklevel=3)
+        return array.ravel()
+    return y
 
 
 def _encode_val(classes: np.ndarray, y_val: np.ndarray) -> np.ndarray:
@@ -88,7 +128,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 # reading saved probes
 
 
-class ProbeFileError(ValueError):
+class ProbeFileError(SpeechprobeError, ValueError):
     """A saved probe's files are missing or damaged; the message names the file and the problem."""
 
 
@@ -224,6 +264,9 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> "ElasticNetProbe":
         """Fit on (X, y); early stopping on (X_val, y_val), or on a stratified 10% hold-out of X if omitted."""
+        X, y = _estimator_X(X), _estimator_y(self, y)
+        X_val = None if X_val is None else _estimator_X(X_val, "X_val")
+        y_val = None if y_val is None else _estimator_y(self, y_val)
         (fitted,) = fit_probes(X, y, X_val, y_val, [(self.l1, self.l2)], **self._training_kwargs())
         for name in ("coef_", "intercept_", "classes_", "mean_", "scale_", "n_features_in_", "best_epoch_", "best_val_loss_"):
             setattr(self, name, getattr(fitted, name))
@@ -235,19 +278,27 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "coef_"):
             raise NotFittedError("this ElasticNetProbe is not fitted yet: call fit (or ElasticNetProbe.load)")
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def _logits(self, X: Any) -> np.ndarray:
         """Logits (n_examples, n_classes) on raw (unstandardised) features."""
         self._check_fitted()
-        X = feature_matrix("X", X)
+        X = _estimator_X(X)
         if X.shape[1] != self.coef_.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} features, but the probe was fitted on {self.coef_.shape[1]}")
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                             f"{self.coef_.shape[1]} features as input (the number it was fitted on)")
         return ((X - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
 
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Scores as scikit-learn's linear classifiers give them (what its metrics, e.g. ``roc_auc_score``,
+        read): the logits (n_examples, n_classes), or for two classes the log-odds of ``classes_[1]``
+        (n_examples,; positive where it is predicted)."""
+        logits = self._logits(X)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
     def predict_proba(self, X: Any) -> np.ndarray:
-        return _softmax(self.decision_function(X))
+        return _softmax(self._logits(X))
 
     def predict(self, X: Any) -> np.ndarray:
-        logits = self.decision_function(X)
+        logits = self._logits(X)
         return self.classes_[np.argmax(logits, axis=1)]
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from speechprobe.compat import adam_update_
+
 __all__ = ["ArrayDataModule", "ProbeBank", "RaggedProbeBank", "train_probe_bank"]
 
 
@@ -280,19 +282,18 @@ class ProbeBank(pl.LightningModule):
     def _adam_step(self, grad_weight: torch.Tensor, grad_bias: torch.Tensor) -> None:
         """torch.optim.Adam's update (default betas and eps), for weights and biases in one call.
 
-        Through the kernel behind ``torch.optim.Adam(fused=True)`` (private, hence torch pinned below
-        2.14 in setup.cfg): one pass over each tensor instead of
-        the ten elementwise ops of the written-out update (0.05 ms against 0.27 ms a step for 40 probes
-        of 384 x 8, a fifth of a whole step). ``tests/probing`` checks it against torch.optim.Adam.
+        Through :func:`speechprobe.compat.adam_update_`: torch's fused Adam kernel where this torch has it
+        (one pass over each tensor instead of ten elementwise ops: 0.05 ms against 0.27 ms a step for 40
+        probes of 384 x 8, a fifth of a whole step), the same update written out otherwise.
+        ``tests/probing`` checks it against torch.optim.Adam.
         """
         self.adam_steps += 1
-        steps = self._adam_step_counts  # the kernel reads, not increments, them
+        steps = self._adam_step_counts  # the update reads, not increments, them
         for count in steps:
             count.fill_(float(self.adam_steps))
-        torch._fused_adam_(
-            [self.weight.data, self.bias.data], [grad_weight, grad_bias], [self.adam_m_weight, self.adam_m_bias],
-            [self.adam_v_weight, self.adam_v_bias], [], steps, lr=self.hparams.lr, beta1=0.9, beta2=0.999,
-            weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+        adam_update_([self.weight.data, self.bias.data], [grad_weight, grad_bias],
+                     [self.adam_m_weight, self.adam_m_bias], [self.adam_v_weight, self.adam_v_bias], steps,
+                     lr=self.hparams.lr, beta1=0.9, beta2=0.999, eps=1e-8)
 
     def training_step(self, batch, batch_idx):
         X, y = batch

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from speechprobe.io import write_text
 from speechprobe.tasks.audio import audio_duration, check_length, decode_audio, resample
 from speechprobe.tasks.errors import CorpusError
 
@@ -321,21 +321,11 @@ def _is_hex(value: Any) -> bool:
 
 
 def _write_atomic(place: Path, text: str) -> bool:
-    tmp = None
+    """The memo, atomically; False (no memo, never an error) when the place cannot take it."""
     try:
-        place.parent.mkdir(parents=True, exist_ok=True)  # the cache dir may be new
-        fd, tmp = tempfile.mkstemp(dir=place.parent, prefix=f".{place.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o644)  # readable by everyone who reads the corpus
-            f.write(text)
-        os.replace(tmp, place)
+        write_text(place, text)
         return True
     except OSError:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
         return False
 
 

@@ -1,6 +1,7 @@
 """Input attribution on tiny models: the encoder + probe model, captum's methods, LRP and the sanity check."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,8 +12,8 @@ from torch import nn
 from speechprobe.encoders.base import EncoderOutput, SpeechEncoder
 from speechprobe.encoders.ge2e import GE2EEncoder
 from speechprobe.encoders.pooling import pool
-from speechprobe.experiments.attribution import (AttributionError, AttributionSettings, ProbedEncoder, attribute, lrp_unsupported,
-                                     run_attribution, spearman)
+from speechprobe.experiments.studies.attribution.attribute import (attribute, AttributionError, AttributionSettings, lrp_unsupported,
+                                                 ProbedEncoder, run_attribution, spearman)
 
 BINS, HOP, PLANTED = 16, 16, (3, 5)
 
@@ -142,7 +143,7 @@ def test_spearman() -> None:
 
 @pytest.mark.parametrize("kind, shape", [("waveform", (8000,)), ("log-mel", (50, 40))])
 def test_figure_draws_one_panel_per_method(kind: str, shape: tuple, tmp_path) -> None:
-    from speechprobe.experiments.figures import draw_attribution
+    from speechprobe.experiments.studies.attribution.figures import draw_attribution
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=shape).astype(np.float32)
@@ -152,4 +153,24 @@ def test_figure_draws_one_panel_per_method(kind: str, shape: tuple, tmp_path) ->
             "probabilities": {"a": 0.7, "b": 0.3},
             "methods": {"saliency": {"randomisation_spearman": 0.5}, "integrated_gradients": {"randomisation_spearman": 0.2}}}
     path = draw_attribution(info, features, maps, tmp_path / "a.png")
-    assert path.stat().st_size > 1000
+    for coloured in attribution_figure_panels(path, len(maps)):
+        # the maps are noise over the whole utterance: their colour (overlay or envelope line) spans the panel's
+        # time axis (the axes take about 4/5 of a panel's width) and rises and falls (a flat line is 1-3 px high)
+        assert coloured.any(axis=0).mean() > 0.5 and coloured.any(axis=1).sum() > 10
+
+
+def attribution_figure_panels(path: Path, n_panels: int) -> list[np.ndarray]:
+    """The attribution figure at `path` decoded as a PNG of `n_panels` panels of the plotting module's size,
+    with its spectrogram drawn (grey, over about half the image; a blank figure is white but for its
+    text); returned as one column strip per panel, each a mask of its coloured pixels: the maps' overlay
+    or envelope line, the only colour in the figure (spectrogram, text and axes are grey)."""
+    from matplotlib.image import imread
+
+    from speechprobe.experiments.plotting import DPI, PANEL_H, PANEL_W
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)[..., :3]
+    assert abs(image.shape[0] - PANEL_H * DPI) < 1 and abs(image.shape[1] - 0.9 * PANEL_W * n_panels * DPI) < 1
+    assert (image.min(axis=-1) < 0.9).mean() > 0.3
+    coloured = image.max(axis=-1) - image.min(axis=-1) > 0.2
+    return np.array_split(coloured, n_panels, axis=1)

@@ -48,7 +48,7 @@ def test_cli_defaults_are_the_schema_defaults(command: str, flag: str, section: 
 
 
 def test_logger_default_and_api_lists_agree() -> None:
-    from speechprobe.experiments.attribution import AttributionSettings
+    from speechprobe.experiments.studies.attribution.attribute import AttributionSettings
     from speechprobe.probing import ablation, ranking, similarity
 
     assert _option("sweep", "--logger").default.split(",") == list(default_of(RunConfig, "logger"))

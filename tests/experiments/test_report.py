@@ -175,10 +175,10 @@ def test_speaker_selectivity_is_na_with_the_reason_once(sample, tmp_path) -> Non
 def test_selectivity_figure_leaves_out_the_speaker_line(sample, tmp_path, monkeypatch) -> None:
     import matplotlib.pyplot as plt
 
-    import speechprobe.experiments.figures as figures_module
+    import speechprobe.experiments.studies.sweep.figures as figures_module
 
     drawn = []
-    monkeypatch.setattr(figures_module, "_save", lambda fig, path: drawn.append(fig) or path)
+    monkeypatch.setattr(figures_module, "save_figure", lambda fig, path: drawn.append(fig) or path)
     figures_module.draw_selectivity(sample["sweep"], tmp_path / "selectivity.png")
     (fig,) = drawn
     try:

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from tests.experiments.cli_runner import run_cli as _run
 
 from speechprobe.errors import SpeechprobeError
-from tests.experiments.cli_runner import run_cli as _run
-from speechprobe.experiments.layer_similarity import aligned_layers
+from speechprobe.experiments.studies.similarity.compute import aligned_layers
 
 
 @pytest.fixture(scope="module")

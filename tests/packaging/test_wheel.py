@@ -61,8 +61,10 @@ def test_wheel_installs_one_top_level_name(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
     assert top == {"speechprobe", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
-    for folder in ("tasks", "encoders", "probing", "experiments"):
-        assert f"speechprobe/{folder}/__init__.py" in names
+    for folder in ("tasks", "encoders", "probing", "experiments"):   # every package and module of the checkout
+        for path in (ROOT / folder).rglob("*.py"):
+            if "__pycache__" not in path.parts:
+                assert f"speechprobe/{path.relative_to(ROOT).as_posix()}" in names
     assert "speechprobe/__main__.py" in names
     assert "speechprobe/experiments/configs/demo.yaml" in names      # the run configs travel with the code
     assert not any("/tests/" in name or name.startswith("tests/") for name in names)

@@ -16,10 +16,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from speechprobe.experiments.config import AblationSection
-from speechprobe.experiments.runner import Run, grid, probe_params, task_arrays, unit_dir_name
+from speechprobe.experiments.layout import ALL_LAYERS
+from speechprobe.experiments.runner import grid, probe_params, Run, task_arrays, unit_dir_name
 from speechprobe.probing.ranking import layer_locations
-
-ALL_LAYERS = "all"
 ABLATION_MODE = "mean"  # the ablation study's removal: mean ablation, in distribution (probing.ablation.MODES)
 
 
@@ -66,7 +65,7 @@ def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, met
 
 def ablation_unit(run: Run, encoder: str, task: str, layer: str) -> tuple[dict, Path]:
     """Neuron analysis of ``task`` on ``layer`` (a name, best, or all) of ``encoder``'s store, cached."""
-    from speechprobe.experiments.layer_sweep import sweep_unit
+    from speechprobe.experiments.studies.sweep.compute import sweep_unit
 
     if layer == "best":
         layer = sweep_unit(run, encoder, task)[0]["best_layer"]

@@ -24,18 +24,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn, Tensor
 
 from speechprobe.encoders.base import SpeechEncoder
 from speechprobe.encoders.pooling import pool, pooled_dim
+from speechprobe.errors import SpeechprobeError
+from speechprobe.experiments.config import ATTRIBUTION_METHODS, DEFAULT_ATTRIBUTION_METHODS, IG_STEPS, SHAP_SAMPLES
 
-METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap", "lrp")
-DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "gradient_shap")
+METHODS, DEFAULT_METHODS = ATTRIBUTION_METHODS, DEFAULT_ATTRIBUTION_METHODS  # the config schema's lists
 TITLES = {"saliency": "Saliency", "input_x_gradient": "Gradient x input", "integrated_gradients": "Integrated gradients",
           "gradient_shap": "GradientSHAP", "lrp": "LRP"}
 
 
-class AttributionError(ValueError):
+class AttributionError(SpeechprobeError, ValueError):
     """A request the model cannot serve (LRP through an unsupported module, a mismatched probe)."""
 
 
@@ -90,9 +91,9 @@ class ProbedEncoder(nn.Module):
 
 def lrp_unsupported(model: nn.Module) -> list[str]:
     """Type names of the leaf modules captum's LRP has no rule for (empty: LRP can run)."""
-    from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
+    from speechprobe.compat import lrp_supported_layers
 
-    supported = (*SUPPORTED_LAYERS_WITH_RULES, *SUPPORTED_NON_LINEAR_LAYERS)
+    supported = lrp_supported_layers()
     names: list[str] = []
     for module in model.modules():
         if next(module.children(), None) is None and type(module) not in supported:
@@ -113,8 +114,8 @@ def baseline_for(encoder: SpeechEncoder, features: Tensor, real_frames: int | No
 @dataclass(frozen=True)
 class AttributionSettings:
     methods: tuple[str, ...] = DEFAULT_METHODS
-    ig_steps: int = 128
-    shap_samples: int = 16
+    ig_steps: int = IG_STEPS
+    shap_samples: int = SHAP_SAMPLES
     internal_batch: int = 16
     seed: int = 0
 

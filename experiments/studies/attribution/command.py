@@ -1,6 +1,6 @@
 """`speechprobe attribute`: which input features (log-mel bins x frames, or samples) one probe decision rests on.
 
-The encoder and a saved probe form one differentiable model (:mod:`experiments.attribution`); saliency,
+The encoder and a saved probe form one differentiable model (:mod:`experiments.studies.attribution.attribute`); saliency,
 gradient x input, integrated gradients, GradientSHAP and (where every module has a rule) LRP attribute
 the probe's logit for one class of one utterance to the encoder's input features; the model
 randomisation check re-draws the probe's weights and reports, per method, the rank correlation between
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from speechprobe.errors import SpeechprobeError
-from speechprobe.io import write_directory
 from speechprobe.experiments.arguments import add_corpus_source, cmd_lazy
+from speechprobe.io import write_directory
 
 # numpy, torch and captum load only when the command runs: `speechprobe --help` stays instant
 
@@ -62,9 +62,9 @@ def _store_path(text: str | None, base: Path) -> Path | None:
 def cmd_attribute(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from speechprobe.experiments.attribution import AttributionError, AttributionSettings, run_attribution
-    from speechprobe.experiments.figures import draw_attribution
-    from speechprobe.experiments.probe_commands import check_out, open_store, progress
+    from speechprobe.experiments.studies.attribution.attribute import AttributionError, AttributionSettings, run_attribution
+    from speechprobe.experiments.studies.attribution.figures import draw_attribution
+    from speechprobe.experiments.arguments import check_out, open_store, progress
     from speechprobe.io import write_json
     from speechprobe.probing.probe import ElasticNetProbe
 
@@ -215,4 +215,4 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the results")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_corpus_source(parser)
-    parser.set_defaults(func=cmd_lazy("speechprobe.experiments.attribution_commands", "cmd_attribute"))
+    parser.set_defaults(func=cmd_lazy("speechprobe.experiments.studies.attribution.command", "cmd_attribute"))

@@ -26,7 +26,8 @@ RANDOM_SEEDS = (0, 1, 2, 3, 4)
 
 
 def audit_unit(run: Run, section: AuditSection) -> tuple[dict, Path]:
-    from speechprobe.experiments.layer_sweep import PREDICTIONS, sweep_unit
+    from speechprobe.experiments.layout import PREDICTIONS
+    from speechprobe.experiments.studies.sweep.compute import sweep_unit
 
     encoder, attribute = section.encoder, section.attribute
     others = [t for t in section.tasks if t != attribute]

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from speechprobe.errors import SpeechprobeError
-from speechprobe.io import write_directory
 from speechprobe.experiments.arguments import cmd_lazy
-
-from speechprobe.experiments.layout import GRADNAP_FIGURE as FIGURE, GRADNAP_PROFILES as PROFILES, GRADNAP_RESULTS as RESULTS
+from speechprobe.experiments.layout import (GRADNAP_FIGURE as FIGURE, GRADNAP_PROFILES as PROFILES,
+                                            GRADNAP_RESULTS as RESULTS)
+from speechprobe.io import write_directory
 DEFAULT_L1, DEFAULT_L2 = 1e-3, 1e-3
 
 
@@ -44,8 +44,8 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
     import time
 
     from speechprobe.experiments.arguments import load_source
-    from speechprobe.experiments.figures import draw_gradnap
-    from speechprobe.experiments.probe_commands import (check_out, library_call, parse_probe_params, parse_strength,
+    from speechprobe.experiments.studies.gradnap.figures import draw_gradnap
+    from speechprobe.experiments.arguments import (check_out, library_call, parse_probe_params, parse_strength,
                                                         progress, resolve_layers)
     from speechprobe.experiments.runner import encoder_store
     from speechprobe.io import write_json
@@ -136,4 +136,4 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="splits, probes and permutations (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_corpus_source(parser)
-    parser.set_defaults(func=cmd_lazy("speechprobe.experiments.gradnap_commands", "cmd_gradnap"))
+    parser.set_defaults(func=cmd_lazy("speechprobe.experiments.studies.gradnap.command", "cmd_gradnap"))

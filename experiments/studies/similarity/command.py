@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from speechprobe.errors import SpeechprobeError
-from speechprobe.io import write_directory
 from speechprobe.experiments.arguments import cmd_lazy
 from speechprobe.experiments.config import SIMILARITY_MEASURES
+from speechprobe.io import write_directory
 
 # numpy and the probing code load only when the command runs: `speechprobe --help` stays instant
 
@@ -17,9 +17,9 @@ RESULTS, FIGURE = "similarity.json", "similarity.png"
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
-    from speechprobe.experiments.figures import draw_similarity
-    from speechprobe.experiments.layer_similarity import similarity_results
-    from speechprobe.experiments.probe_commands import check_out, library_call, open_store, progress
+    from speechprobe.experiments.studies.similarity.figures import draw_similarity
+    from speechprobe.experiments.studies.similarity.compute import similarity_results
+    from speechprobe.experiments.arguments import check_out, library_call, open_store, progress
     from speechprobe.io import write_json
 
     if len(args.store) > 2:
@@ -57,4 +57,4 @@ def add_parser(sub: Any) -> None:
                         help="linear_cka (default; scales to any N), rbf_cka (N <= 5000), svcca, pwcca")
     parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder for the results")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    parser.set_defaults(func=cmd_lazy("speechprobe.experiments.similarity_commands", "cmd_similarity"))
+    parser.set_defaults(func=cmd_lazy("speechprobe.experiments.studies.similarity.command", "cmd_similarity"))

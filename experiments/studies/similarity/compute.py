@@ -12,7 +12,7 @@ import numpy as np
 
 from speechprobe.errors import SpeechprobeError
 from speechprobe.experiments.config import SweepSection
-from speechprobe.experiments.runner import Run, unit_dir_name
+from speechprobe.experiments.runner import baselines_of, Run, unit_dir_name
 
 
 def aligned_layers(store_a: Any, store_b: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -83,8 +83,9 @@ def similarity_unit(run: Run, encoder: str, other: Optional[str], measure: str) 
     return data
 
 
-def run_similarity(run: Run, section: SweepSection, baselines: dict[str, str]) -> list[dict]:
+def run_similarity(run: Run, section: SweepSection, results: dict) -> list[dict]:
     """The sweep's similarity section: every encoder within itself, then against its random twin."""
+    baselines = baselines_of(section)
     matrices = []
     for encoder in section.encoders:
         matrices.append(similarity_unit(run, encoder, None, section.similarity))

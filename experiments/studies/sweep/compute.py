@@ -6,9 +6,8 @@ control task and selectivity (none for speaker identity, whose control task is i
 recognising speakers: the unit then holds null control accuracy and selectivity and a
 ``selectivity_note``), and where the task's salient neurons live when every layer is probed at once
 (the top 5% of a probe on all layers concatenated, counted per layer). The unit folder keeps the
-first fold's probes and the pooled test predictions, which the bias audit reads. With
-`sweep.attribution`, one more unit per model encoder x task attributes the best layer's probe to the
-input features of a few of that fold's test utterances (:mod:`experiments.attribution`).
+first fold's probes and the pooled test predictions, which the bias audit, the GradNAPs and the input
+attribution read.
 """
 from __future__ import annotations
 
@@ -19,11 +18,10 @@ import numpy as np
 import pandas as pd
 
 from speechprobe.experiments.config import SweepSection
-from speechprobe.experiments.figures import selectivity_note
-from speechprobe.experiments.runner import Run, baselines_of, grid, probe_params, task_arrays, unit_dir_name
-from speechprobe.probing.ranking import TOP_FRACTION, top_counts
-
-PREDICTIONS, PROBES_DIR, CONTROL_PROBES_DIR = "predictions.csv", "probes", "control_probes"
+from speechprobe.experiments.layout import CONTROL_PROBES_DIR, PREDICTIONS, PROBES_DIR
+from speechprobe.experiments.runner import baselines_of, grid, probe_params, Run, task_arrays, unit_dir_name
+from speechprobe.experiments.studies.sweep.results import selectivity_note
+from speechprobe.probing.ranking import top_counts, TOP_FRACTION
 
 
 def _salient(layers: dict[str, np.ndarray], labels: np.ndarray, split: Any, l1: float, l2: float,
@@ -115,7 +113,7 @@ def without_meaningless_control(data: dict) -> dict:
 def run_sweep(run: Run, section: SweepSection) -> dict:
     """Every (encoder or baseline) x task unit, then the comparisons the report states."""
     baselines = baselines_of(section)
-    results, folders = [], {}
+    results = []
     for encoder in section.encoders:
         for role, name in (("model", encoder), ("baseline", baselines.get(encoder))):
             if name is None:
@@ -123,151 +121,8 @@ def run_sweep(run: Run, section: SweepSection) -> dict:
             for task in section.tasks:
                 data, folder = sweep_unit(run, name, task, role)
                 results.append({**data, "baseline_of": encoder if role == "baseline" else None})
-                folders[(name, task)] = folder
-    sweep = {"encoders": list(section.encoders), "baselines": baselines, "tasks": list(section.tasks),
-             "results": results, "findings": findings(results, baselines)}
-    if section.similarity:
-        from speechprobe.experiments.layer_similarity import run_similarity
-
-        sweep["similarity"] = run_similarity(run, section, baselines)
-    if section.gradnap:
-        sweep["gradnap"] = [gradnap_unit(run, encoder, task)[0] for encoder in section.encoders for task in section.tasks]
-    if section.attribution is not None:
-        models = {(r["encoder"], r["task"]): r for r in results if r["role"] == "model"}
-        sweep["attribution"] = [attribution_unit(run, section, e, t, models[(e, t)], folders[(e, t)])[0]
-                                for e in section.encoders for t in section.tasks]
-    return sweep
-
-
-def gradnap_unit(run: Run, encoder: str, task: str) -> tuple[dict, Path]:
-    """GradNAPs of the task's label groups per layer (cached), with the sweep unit's settings and first-fold probes.
-
-    The other folds' probes are trained at the setting the sweep chose for the layer on the first fold, so every utterance's
-    relevance comes from a probe that never saw it (see experiments.gradnap_commands).
-    """
-    sweep_data, sweep_path = sweep_unit(run, encoder, task)
-
-    def compute():
-        from speechprobe.experiments.layout import GRADNAP_PROFILES as PROFILES
-        from speechprobe.probing.gradnap import gradnap_layers
-        from speechprobe.probing.probe import ElasticNetProbe
-        from speechprobe.tasks.splits import cross_validation_splits
-        from speechprobe.tasks.tasks import get_task
-
-        config = run.config
-        store = run.store(encoder)
-        index = store.index
-        arrays = task_arrays(store, task, folds=config.probe.folds, seed=config.seed, control=False)
-        splits = cross_validation_splits(index, task, folds=config.probe.folds, seed=config.seed)
-        column = get_task(task, index).label_column
-        layers = {s["layer"]: np.asarray(store.layer(s["layer"]), dtype=np.float32) for s in sweep_data["layers"]}
-        settings = {s["layer"]: tuple(s["settings"][0]) for s in sweep_data["layers"]}  # the saved probes' (fold 0)
-        probes = {name: {0: ElasticNetProbe.load(sweep_path / folder)} for name, folder in sweep_data["probe_dirs"].items()}
-        blocks = index["speaker"].astype(str).to_numpy() if "speaker" in index.columns else None
-        run.tell(f"gradnap {encoder} / {task}: {len(layers)} layers x {len(splits)} folds")
-        result, profiles = gradnap_layers(layers, arrays.labels, arrays.labels, splits, blocks=blocks, settings=settings,
-                                          probe_params=probe_params(config), seed=config.seed, probes=probes, tell=run.tell)
-        data = {"encoder": encoder, "task": arrays.name, "groups_column": column, "n_utterances": int(len(arrays.labels)),
-                "folds": len(splits), **result}
-
-        def extra(folder: Path) -> None:
-            np.savez_compressed(folder / PROFILES, **{f"layer{i}": profiles[n] for i, n in enumerate(layers)},
-                                layers=np.array(list(layers)))
-
-        return data, extra
-
-    return run.unit(f"gradnap/{unit_dir_name(encoder)}/{unit_dir_name(task)}", compute)
-
-
-# --------------------------------------------------------------------------------------------------
-# optional: input attribution of the best layer's probe (experiments.attribution)
-
-ATTRIBUTION_MAPS = "attribution-{index}.npz"
-
-
-def _attribution_utterances(labels: np.ndarray, candidates: np.ndarray, classes: list[str], n: int) -> list[int]:
-    """Store rows among `candidates`: the first utterance of each class in turn (sorted classes), until `n`."""
-    candidates = np.sort(np.asarray(candidates, dtype=int))
-    by_class = {c: [int(i) for i in candidates[labels[candidates] == c]] for c in classes}
-    rows: list[int] = []
-    while len(rows) < min(n, len(candidates)):
-        before = len(rows)
-        for c in classes:
-            if by_class[c] and len(rows) < n:
-                rows.append(by_class[c].pop(0))
-        if len(rows) == before:
-            break
-    return rows
-
-
-def attribution_unit(run: Run, section: SweepSection, encoder: str, task: str, unit: dict,
-                     unit_folder: Path) -> tuple[dict, Path]:
-    """Attribution maps of the sweep's best-layer probe (first fold) for a few utterances, with the
-    model-randomisation check; one cached unit per encoder x task (maps as npz in its folder)."""
-    settings = section.attribution
-
-    def compute():
-        from speechprobe.encoders.registry import create_encoder
-        from speechprobe.experiments.attribution import AttributionSettings, run_attribution
-        from speechprobe.probing.probe import ElasticNetProbe
-
-        layer = unit["best_layer"]
-        probe = ElasticNetProbe.load(unit_folder / unit["probe_dirs"][layer])
-        store = run.store(encoder)
-        arrays = task_arrays(store, task, folds=run.config.probe.folds, seed=run.config.seed, control=False)
-        classes = [str(c) for c in probe.classes_]
-        # utterances the probe (the first fold's) was not trained on: that fold's test part
-        rows = _attribution_utterances(np.asarray(arrays.labels).astype(str), arrays.splits[0].test, classes,
-                                       settings.utterances)
-        model = create_encoder(encoder)
-        corpus = run.load_corpus()
-        ids = store.index["utt_id"].astype(str).to_numpy()
-        options = AttributionSettings(methods=tuple(settings.methods), ig_steps=settings.ig_steps,
-                                      shap_samples=settings.shap_samples, seed=run.config.seed)
-        run.tell(f"attribution {encoder} / {task}: layer {layer}, {len(rows)} utterance(s), "
-                 f"{', '.join(settings.methods)}")
-        records, arrays_out = [], []
-        for index, row in enumerate(rows):
-            label = str(arrays.labels[row])
-            result = run_attribution(model, model.layer_names.index(layer), probe, store.manifest.get("pooling", "mean"),
-                                     corpus.load_audio(row, model.sample_rate), classes.index(label), options,
-                                     skip_unsupported=True)
-            records.append({
-                "encoder": encoder, "task": task, "layer": layer, "utterance": str(ids[row]), "target": label,
-                "probabilities": dict(zip(classes, result.probabilities.tolist())),
-                "feature_kind": result.feature_kind, "feature_hop": result.feature_hop,
-                "sample_rate": model.sample_rate, "real_frames": result.real_frames,
-                "methods": result.summaries, "maps_file": ATTRIBUTION_MAPS.format(index=index)})
-            arrays_out.append({"features": result.features, **{f"map_{m}": v for m, v in result.maps.items()}})
-        data = {"encoder": encoder, "task": task, "layer": layer, "methods": list(settings.methods),
-                "utterances": records, "mean": _attribution_means(records, list(settings.methods))}
-
-        def extra(folder: Path) -> None:
-            for record, maps in zip(records, arrays_out):
-                np.savez_compressed(folder / record["maps_file"], **maps)
-
-        return data, extra
-
-    data, folder = run.unit(f"attribution/{unit_dir_name(encoder)}/{unit_dir_name(task)}", compute)
-    data = {**data, "folder": str(folder)}
-    return data, folder
-
-
-def _attribution_means(records: list[dict], methods: list[str]) -> dict[str, dict]:
-    """Per method, over the utterances: mean randomisation correlation and mean share of |attribution| per band."""
-    out: dict[str, dict] = {}
-    for method in methods:
-        summaries = [r["methods"][method] for r in records if "error" not in r["methods"].get(method, {"error": 1})]
-        rho = [s["randomisation_spearman"] for s in summaries if s.get("randomisation_spearman") is not None]
-        entry: dict[str, Any] = {"randomisation_spearman": float(np.nanmean(rho)) if rho else None}
-        errors = [r["methods"][method]["error"] for r in records if "error" in r["methods"].get(method, {})]
-        if errors:
-            entry["error"] = errors[0]
-        bands = [s["band_fractions"] for s in summaries if s.get("band_fractions")]
-        if bands:
-            entry["band_fractions"] = {b: float(np.mean([x[b] for x in bands])) for b in ("low", "mid", "high")}
-        out[method] = entry
-    return out
+    return {"encoders": list(section.encoders), "baselines": baselines, "tasks": list(section.tasks),
+            "results": results, "findings": findings(results, baselines)}
 
 
 def findings(results: list[dict], baselines: dict[str, str]) -> list[dict]:
