@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechprobe.probing.probe import ElasticNetProbe
+from speechprobe.probing.probe import ElasticNetProbe, TrainingOptions
 from speechprobe.probing.ranking import rank_neurons
 from speechprobe.probing.subset import minimal_subset
 from speechprobe.probing.sweep import DEFAULT_GRID, probe_layers
@@ -122,8 +122,8 @@ def main() -> None:
 
     sweep_seconds, sweep = timed(lambda: probe_layers(layers, y, split, n_resamples=1000), args.repeats)
     # NeuroX's budget: 10 epochs, no early stopping (our batch size 64 and learning rate kept)
-    budget = dict(max_epochs=10, patience=None)
-    budget_seconds, budget_sweep = timed(lambda: probe_layers(layers, y, split, n_resamples=1000, probe_params=budget),
+    budget = TrainingOptions(max_epochs=10, patience=None)
+    budget_seconds, budget_sweep = timed(lambda: probe_layers(layers, y, split, n_resamples=1000, options=budget),
                                          args.repeats)
     best = sweep.best_layer
     X = layers[best]
@@ -132,7 +132,7 @@ def main() -> None:
     settings = dict(l1=chosen.l1, l2=chosen.l2)
     single_seconds, single = timed(lambda: ElasticNetProbe(**settings).fit(Xtr, ytr, Xva, yva), args.repeats)
     ranking = rank_neurons(single)
-    subset_seconds, subset = timed(lambda: minimal_subset(Xtr, ytr, Xva, yva, ranking, probe_params=settings), args.repeats)
+    subset_seconds, subset = timed(lambda: minimal_subset(Xtr, ytr, Xva, yva, ranking, **settings), args.repeats)
 
     neurox = neurox_probe(Xtr, ytr, Xte, yte, args.repeats)
     sklearn = sklearn_probes(Xtr, ytr, Xte, yte)

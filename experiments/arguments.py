@@ -6,11 +6,14 @@ import importlib
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from speechprobe.errors import SpeechprobeError
 from speechprobe.io import check_writable
 from speechprobe.tasks.errors import CorpusError
+
+if TYPE_CHECKING:
+    from speechprobe.probing.options import TrainingOptions
 
 
 def cmd_lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
@@ -96,17 +99,20 @@ def parse_target(text: str) -> float:
     return value
 
 
-def parse_probe_params(args: argparse.Namespace) -> dict[str, Any]:
-    """Training parameters of every probe trained (passed to probe_layers; the others reuse the probe's)."""
+def parse_training_options(args: argparse.Namespace) -> "TrainingOptions":
+    """How every probe a command trains is trained (a :class:`probing.options.TrainingOptions`): ``--max-epochs``,
+    the rest the defaults (probes retrained from a fitted one take over that probe's options)."""
+    from speechprobe.probing.options import TrainingOptions
+
     if args.max_epochs is None:
-        return {}
+        return TrainingOptions()
     try:
         epochs = int(args.max_epochs)
     except ValueError:
         raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} is not a whole number") from None
     if epochs < 1:
         raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} must be at least 1")
-    return {"max_epochs": epochs}
+    return TrainingOptions(max_epochs=epochs)
 
 
 def check_out(out: str) -> Path:

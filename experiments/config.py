@@ -26,6 +26,7 @@ from speechprobe.encoders.choices import POOLINGS
 from speechprobe.errors import SpeechprobeError
 from speechprobe.probing.choices import (ABLATION_MODES, DEFAULT_ABLATION_MODE, DEFAULT_RANKING, RANKING_METHODS,
                                          SIMILARITY_MEASURES)
+from speechprobe.probing.options import TrainingOptions
 from speechprobe.tasks.catalog import PRESET_NAMES
 
 __all__ = ["AblationSection", "AttributionSection", "AuditSection", "ProbeSettings", "RunConfig", "SweepSection", "load_config",
@@ -59,7 +60,7 @@ class ProbeSettings(_Section):
 
     grid: Optional[tuple[tuple[float, float], ...]] = Field(
         None, description="(l1, l2) settings chosen from on validation; default: probing.sweep.DEFAULT_GRID")
-    max_epochs: int = Field(100, ge=1)
+    max_epochs: int = Field(TrainingOptions().max_epochs, ge=1)
     folds: int = Field(5, ge=3, description="speaker-fold cross-validation for speaker-disjoint tasks")
     control: bool = Field(True, description="train control-task probes (selectivity)")
     n_resamples: int = Field(1000, ge=100, description="bootstrap resamples of every interval")

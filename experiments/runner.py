@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 import numpy as np
 import yaml
@@ -37,6 +37,9 @@ from speechprobe.errors import SpeechprobeError
 from speechprobe.experiments.config import parse_config, RunConfig, SweepSection
 from speechprobe.io import check_writable, dumps_json, naming, write_atomically, write_directory
 from speechprobe.tasks.errors import CorpusError
+
+if TYPE_CHECKING:
+    from speechprobe.probing.options import TrainingOptions
 
 RUN_FILE, UNIT_FILE, INPUTS_FILE = "run.yaml", "unit.json", "inputs.json"
 UNITS_DIR = "units"
@@ -430,8 +433,13 @@ def command_task(store: Any, task_name: str, *, seed: int, control: bool, folds:
         raise CorpusError(f"{error} (or skip it with --no-control)") from error
 
 
-def probe_params(config: RunConfig) -> dict[str, Any]:
-    return {"max_epochs": config.probe.max_epochs}
+def training_options(config: RunConfig) -> "TrainingOptions":
+    """How the run's probes are trained (a :class:`probing.options.TrainingOptions`): the config's
+    ``probe.max_epochs``, the rest the defaults. Never part of a unit's key itself: units are keyed by the
+    config sections (``probe`` among them), which these options are built from."""
+    from speechprobe.probing.options import TrainingOptions
+
+    return TrainingOptions(max_epochs=config.probe.max_epochs)
 
 
 def grid(config: RunConfig) -> list[tuple[float, float]]:

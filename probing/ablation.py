@@ -245,17 +245,17 @@ def _seeds(random_seeds: Any) -> np.ndarray:
     return seeds
 
 
-def _fit_params(probe: Any) -> tuple[float, float, dict]:
-    get_params = getattr(probe, "get_params", None)
-    if get_params is None:
-        raise ValueError("retraining needs the probe's get_params() (l1, l2 and training parameters)")
-    params = dict(get_params())
+def _fit_params(probe: Any) -> tuple[float, float, Any]:
+    """The probe's penalty and training options: what its retrained copies take over."""
+    from speechprobe.probing.options import TrainingOptions
+
+    params = getattr(probe, "get_params", None)
+    if params is None:
+        raise ValueError("retraining needs the probe's get_params() (l1, l2 and training options)")
+    params = params()
     if "l1" not in params or "l2" not in params:
         raise ValueError("probe.get_params() must give l1 and l2 to retrain with")
-    from speechprobe.probing.probe import TRAINING_PARAMS
-
-    kwargs = {name: params[name] for name in TRAINING_PARAMS if name in params}
-    return params["l1"], params["l2"], kwargs
+    return params["l1"], params["l2"], TrainingOptions.from_probe(probe)
 
 
 def ablation_curve(
@@ -278,7 +278,7 @@ def ablation_curve(
 
     ``retrain=(X_train, y_train, X_val, y_val)`` also gives the "keep only" curves: probes retrained
     on only the top-k, only the bottom-k and only the random-k neurons (same random sets as above),
-    with the probe's own l1, l2 and training parameters (``probe.get_params()``), early-stopped on the
+    with the probe's own l1, l2 and training options (``probe.get_params()``), early-stopped on the
     validation split and scored on (X_test, y_test). All n_k * (2 + n_seeds) candidates are trained
     together in one batched :func:`~probing.probe.fit_probes` call with ``feature_masks``.
     """
@@ -292,7 +292,7 @@ def ablation_curve(
     if retrain is not None:
         if not isinstance(retrain, (tuple, list)) or len(retrain) != 4:
             raise ValueError("retrain must be (X_train, y_train, X_val, y_val)")
-        l1, l2, train_kwargs = _fit_params(probe)
+        l1, l2, options = _fit_params(probe)
         for name, block in (("X_train", retrain[0]), ("X_val", retrain[2])):
             if np.ndim(block) != 2 or np.shape(block)[1] != d:
                 raise ValueError(f"retrain {name} must be 2-D with the probe's {d} features, got shape {np.shape(block)}")
@@ -314,7 +314,7 @@ def ablation_curve(
         masks = np.zeros((len(subsets), d))
         for p, s in enumerate(subsets):
             masks[p, s] = 1.0
-        probes = fit_probes(X_train, y_train, X_val, y_val, [(l1, l2)] * len(subsets), masks, **train_kwargs)
+        probes = fit_probes(X_train, y_train, X_val, y_val, [(l1, l2)] * len(subsets), masks, options=options)
         scores = np.array([_score(p, X, y) for p in probes])
         n_k = len(ks)
         kept_random = scores[2 * n_k:].reshape(len(seeds), n_k)

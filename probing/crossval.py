@@ -9,73 +9,24 @@ the mean validation accuracy over folds; the test parts are only scored.
 
 Public API
 ----------
-- :func:`cross_validate_layers` - :func:`probing.sweep.probe_layers` on every fold, pooled.
-- :class:`CrossValidatedLayer`, :class:`CrossValidatedSweep` - its results; ``as_dict()`` for JSON.
+- :func:`cross_validate_layers` - :func:`probing.sweep.probe_layers` on every fold, pooled, as the same
+  :class:`probing.sweep.SweepResult` (of :class:`probing.sweep.LayerScore`) a single split gives;
+  ``as_dict()`` for JSON.
 
 Plain arrays only, like the rest of ``probing``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from speechprobe.probing.checks import label_vector
-from speechprobe.probing.metrics import FoldSummary, Interval, bootstrap_interval, fold_summary, selectivity
-from speechprobe.probing.probe import ElasticNetProbe
-from speechprobe.probing.sweep import DEFAULT_GRID, probe_layers
+from speechprobe.probing.metrics import bootstrap_interval, fold_summary, selectivity
+from speechprobe.probing.options import TrainingOptions
+from speechprobe.probing.sweep import DEFAULT_GRID, LayerScore, SweepResult, probe_layers
 
-__all__ = ["CrossValidatedLayer", "CrossValidatedSweep", "cross_validate_layers"]
-
-
-@dataclass(frozen=True)
-class CrossValidatedLayer:
-    """One layer's scores pooled over folds.
-
-    ``accuracy``/``macro_f1``: on the pooled test predictions (every test row once), intervals from a
-    bootstrap over speakers when groups are given; ``fold_accuracy``: mean and spread of the per-fold test
-    accuracies; ``validation_accuracy``: mean over folds of each fold's chosen probe; ``settings``: the
-    (l1, l2) each fold chose; ``majority_accuracy``: pooled accuracy of each fold's training-majority class;
-    ``control_accuracy`` (from the first fold) and ``selectivity`` (pooled accuracy minus it).
-    """
-
-    layer: str
-    n_neurons: int
-    accuracy: Interval
-    macro_f1: Interval
-    fold_accuracy: FoldSummary
-    fold_accuracies: list[float]
-    validation_accuracy: float
-    settings: list[tuple[float, float]]
-    majority_accuracy: float
-    sparsity: float
-    control_accuracy: Optional[float] = None
-    selectivity: Optional[float] = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class CrossValidatedSweep:
-    """Per-layer pooled scores (input order), each layer's pooled test predictions and the first fold's probes."""
-
-    layers: list[CrossValidatedLayer]
-    predictions: dict[str, np.ndarray]  # layer -> (N,) predicted label, for the rows of the pooled test parts
-    test_rows: np.ndarray  # the rows that were tested (the union of the folds' test parts), ascending
-    probes: dict[str, ElasticNetProbe]  # the first fold's chosen probe of every layer
-    control_probes: dict[str, ElasticNetProbe] = field(default_factory=dict)
-    n_folds: int = 1
-
-    @property
-    def best_layer(self) -> str:
-        """Chosen on mean validation accuracy over folds (never on test); ties go to the earlier layer."""
-        scores = [s.validation_accuracy for s in self.layers]
-        return self.layers[int(np.argmax(scores))].layer
-
-    def as_dict(self) -> dict:
-        return {"n_folds": self.n_folds, "best_layer": self.best_layer, "layers": [s.as_dict() for s in self.layers]}
+__all__ = ["cross_validate_layers"]
 
 
 def cross_validate_layers(
@@ -87,18 +38,21 @@ def cross_validate_layers(
     groups: Any = None,
     control_labels: Any = None,
     control_split: Any = None,
-    probe_params: Optional[Mapping[str, Any]] = None,
+    options: Union[TrainingOptions, Mapping[str, Any], None] = None,
     n_resamples: int = 1000,
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
-) -> CrossValidatedSweep:
+) -> SweepResult:
     """:func:`probing.sweep.probe_layers` on every split of ``splits``, test predictions pooled.
 
     ``splits``: objects with ``train``, ``validation``, ``test`` row indices whose test parts do not
     overlap (a row tested twice would count twice; that is refused). The control task, when given, is
-    trained once, with the first fold's chosen settings. Other parameters as for ``probe_layers``.
+    trained once, with the first fold's chosen settings. Other parameters (``options``: how every probe
+    is trained) as for ``probe_layers``. The result's ``probes`` and ``control_probes`` are the first
+    fold's; ``grid_validation_accuracy`` and ``validation_accuracy`` are means over folds.
     Cost: ``len(splits)`` sweeps.
     """
+    options = TrainingOptions.coerce(options)
     if not splits:
         raise ValueError("splits is empty: give at least one train/validation/test split")
     tell = progress or (lambda message: None)
@@ -111,7 +65,7 @@ def cross_validate_layers(
             layers, labels, split, grid=grid, groups=groups,
             control_labels=control_labels if with_control else None,
             control_split=control_split if with_control else None,
-            probe_params=probe_params, n_resamples=2, seed=seed, progress=progress))
+            options=options, n_resamples=2, seed=seed, progress=progress))
     names = [s.layer for s in results[0].layers]
     n = next(iter(layers.values())).shape[0]
     y = label_vector("labels", labels, n, "the layers")
@@ -135,21 +89,23 @@ def cross_validate_layers(
                                                 n_resamples=n_resamples, seed=seed)
                      for metric in ("accuracy", "macro_f1")}
         per_fold = [float(np.mean(p == y[test])) for p, test in zip(fold_predictions, test_parts)]
-        majority = sum(result.layers[i].majority_accuracy * len(test) for result, test in zip(results, test_parts))
-        control = results[0].layers[i].control_accuracy
-        scores.append(CrossValidatedLayer(
+        folds = [result.layers[i] for result in results]
+        majority = sum(fold.majority_accuracy * len(test) for fold, test in zip(folds, test_parts))
+        control = folds[0].control_accuracy
+        scores.append(LayerScore(
             layer=name,
-            n_neurons=results[0].layers[i].n_neurons,
+            n_neurons=folds[0].n_neurons,
+            settings=[fold.settings[0] for fold in folds],
+            validation_accuracy=float(np.mean([fold.validation_accuracy for fold in folds])),
+            grid_validation_accuracy=np.mean([fold.grid_validation_accuracy for fold in folds], axis=0),
             accuracy=intervals["accuracy"],
             macro_f1=intervals["macro_f1"],
             fold_accuracy=fold_summary(per_fold),
             fold_accuracies=per_fold,
-            validation_accuracy=float(np.mean([result.layers[i].validation_accuracy for result in results])),
-            settings=[(result.layers[i].l1, result.layers[i].l2) for result in results],
             majority_accuracy=float(majority / rows.size),
-            sparsity=float(np.mean([result.layers[i].sparsity for result in results])),
+            sparsity=float(np.mean([fold.sparsity for fold in folds])),
             control_accuracy=control,
             selectivity=None if control is None else selectivity(intervals["accuracy"].value, control),
         ))
-    return CrossValidatedSweep(layers=scores, predictions=predictions, test_rows=rows, probes=results[0].probes,
-                               control_probes=results[0].control_probes, n_folds=len(splits))
+    return SweepResult(layers=scores, probes=results[0].probes, control_probes=results[0].control_probes,
+                       grid=results[0].grid, predictions=predictions, test_rows=rows, n_folds=len(splits))

@@ -22,9 +22,11 @@ Works on plain arrays only (never imports ``encoders`` or ``tasks``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
+
+from speechprobe.probing.options import TrainingOptions
 
 __all__ = ["LayerGradNAP", "analyse_layer", "cosine_distances", "euclidean_distances", "gradnap_profiles",
            "crossfitted_relevance", "probe_relevance", "relevance", "separation_test"]
@@ -69,17 +71,19 @@ def probe_relevance(probe: Any, X: Any, target: Any = None) -> np.ndarray:
     return relevance(X, probe.coef_, probe.intercept_, probe.mean_, probe.scale_, target)
 
 
-def crossfitted_relevance(X: Any, labels: Any, splits: Any, *, l1: float, l2: float, probe_params: Optional[dict] = None,
-                          seed: int = 0, probes: Optional[dict] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def crossfitted_relevance(X: Any, labels: Any, splits: Any, *, l1: float, l2: float,
+                          options: Union[TrainingOptions, Mapping[str, Any], None] = None,
+                          probes: Optional[dict] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, relevance of those rows, the probes' predictions for them): every split's test rows under a probe
     fitted on that split's train rows.
 
-    Each split trains one :class:`probing.probe.ElasticNetProbe` at (l1, l2) with early stopping on its
-    validation rows, unless ``probes`` holds one for that split's position already. A row tested by several
-    splits keeps the last; the rows come back sorted.
+    Each split trains one :class:`probing.probe.ElasticNetProbe` at (l1, l2) with ``options`` (training options,
+    seed included) and early stopping on its validation rows, unless ``probes`` holds one for that split's
+    position already. A row tested by several splits keeps the last; the rows come back sorted.
     """
     from speechprobe.probing.probe import ElasticNetProbe
 
+    options = TrainingOptions.coerce(options)
     X = np.asarray(X)
     labels = np.asarray(labels)
     probes = probes or {}
@@ -88,8 +92,7 @@ def crossfitted_relevance(X: Any, labels: Any, splits: Any, *, l1: float, l2: fl
         train, val, test = (np.asarray(getattr(split, part)) for part in ("train", "validation", "test"))
         probe = probes.get(k)
         if probe is None:
-            probe = ElasticNetProbe(l1=l1, l2=l2, seed=seed, **(probe_params or {})).fit(
-                X[train], labels[train], X[val], labels[val])
+            probe = ElasticNetProbe(l1, l2, **options.as_dict()).fit(X[train], labels[train], X[val], labels[val])
         for row, value, label in zip(test, probe_relevance(probe, X[test]), probe.predict(X[test])):
             R[int(row)], predicted[int(row)] = value, label
     rows = np.array(sorted(R), dtype=np.intp)
@@ -280,14 +283,17 @@ def analyse_layer(R: Any, groups: Any, *, blocks: Any = None, n_permutations: in
 
 
 def gradnap_layers(layers: Mapping[str, Any], labels: Any, groups: Any, splits: list, *, blocks: Any = None,
-                   settings: Mapping[str, tuple[float, float]], probe_params: Optional[dict] = None, seed: int = 0,
+                   settings: Mapping[str, tuple[float, float]],
+                   options: Union[TrainingOptions, Mapping[str, Any], None] = None, seed: int = 0,
                    probes: Optional[Mapping[str, dict]] = None, n_permutations: Optional[int] = None,
                    tell: Callable[[str], None] = lambda message: None) -> tuple[dict, dict]:
     """Per layer: cross-fitted relevance, profiles, clustering and the separation test.
 
     Returns (results: plain values, profiles: layer -> full (groups, neurons) matrix). ``settings``: layer ->
-    (l1, l2); ``probes``: layer -> {split position: a fitted probe to reuse} (the sweep's first fold).
+    (l1, l2); ``options``: how the probes not given are trained; ``probes``: layer -> {split position: a fitted
+    probe to reuse} (the sweep's first fold); ``seed``: the permutation test's.
     """
+    options = TrainingOptions.coerce(options)
     groups = np.asarray(groups).astype(str)
     blocks = None if blocks is None else np.asarray(blocks).astype(str)
     out, profiles = [], {}
@@ -295,8 +301,8 @@ def gradnap_layers(layers: Mapping[str, Any], labels: Any, groups: Any, splits: 
         l1, l2 = settings[name]
         tell(f"gradnap layer {position}/{len(layers)} {name}: {len(splits)} probe{'s' if len(splits) > 1 else ''}, "
              "profiles, permutation test")
-        rows, R, predicted = crossfitted_relevance(np.asarray(X), labels, splits, l1=l1, l2=l2, seed=seed,
-                                                   probe_params=probe_params, probes=(probes or {}).get(name))
+        rows, R, predicted = crossfitted_relevance(np.asarray(X), labels, splits, l1=l1, l2=l2, options=options,
+                                                   probes=(probes or {}).get(name))
         result = analyse_layer(R, groups[rows], blocks=None if blocks is None else blocks[rows], seed=seed,
                                n_permutations=n_permutations or N_PERMUTATIONS)
         out.append({"layer": name, "l1": l1, "l2": l2, "n_neurons": int(R.shape[1]), "n_utterances": int(rows.size),

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from dataclasses import fields
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from safetensors import SafetensorError
@@ -26,13 +27,13 @@ from sklearn.model_selection import train_test_split
 from speechprobe.errors import SpeechprobeError
 from speechprobe.probing.checks import feature_matrix, label_vector
 from speechprobe.probing.metrics import accuracy
+from speechprobe.probing.options import TRAINING_PARAMS, TrainingOptions
 from speechprobe.probing.training import train_probe_bank
 
-__all__ = ["TRAINING_PARAMS", "ElasticNetProbe", "ProbeFileError", "fit_probes"]
+__all__ = ["TRAINING_PARAMS", "ElasticNetProbe", "ProbeFileError", "TrainingOptions", "fit_probes"]
 
-# The ElasticNetProbe parameters that are fit_probes keyword arguments (all but l1 and l2): what a
-# retrained copy of a probe, or every probe of a sweep, takes over.
-TRAINING_PARAMS = ("max_epochs", "batch_size", "lr", "patience", "min_delta", "seed", "neurox_loss")
+# The probe's training defaults are TrainingOptions' (one place says them).
+_DEFAULTS = TrainingOptions()
 
 _TENSORS = "probe.safetensors"
 _META = "probe.json"
@@ -132,9 +133,11 @@ class ProbeFileError(SpeechprobeError, ValueError):
     """A saved probe's files are missing or damaged; the message names the file and the problem."""
 
 
-# What each saved parameter may hold (the constructor's own checks run only at fit time).
-_PARAM_KINDS = {"l1": "strength", "l2": "strength", "max_epochs": "int", "batch_size": "int|None", "lr": "number",
-                "patience": "int|None", "min_delta": "number", "seed": "int", "neurox_loss": "bool"}
+# What each saved parameter may hold (the constructor's own checks run only at fit time): the penalty, then
+# the training options by their declared types.
+_KINDS_OF_TYPES = {"int": "int", "Optional[int]": "int|None", "float": "number", "bool": "bool"}
+_PARAM_KINDS = {"l1": "strength", "l2": "strength",
+                **{f.name: _KINDS_OF_TYPES[str(f.type)] for f in fields(TrainingOptions)}}
 
 
 def _fits(kind: str, value: Any) -> bool:
@@ -231,13 +234,13 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
         l1: float = 0.0,
         l2: float = 0.0,
         *,
-        max_epochs: int = 100,
-        batch_size: Optional[int] = 64,
-        lr: float = 3e-3,
-        patience: Optional[int] = 5,
-        min_delta: float = 3e-3,
-        seed: int = 0,
-        neurox_loss: bool = False,
+        max_epochs: int = _DEFAULTS.max_epochs,
+        batch_size: Optional[int] = _DEFAULTS.batch_size,
+        lr: float = _DEFAULTS.lr,
+        patience: Optional[int] = _DEFAULTS.patience,
+        min_delta: float = _DEFAULTS.min_delta,
+        seed: int = _DEFAULTS.seed,
+        neurox_loss: bool = _DEFAULTS.neurox_loss,
     ) -> None:
         self.l1 = l1
         self.l2 = l2
@@ -251,23 +254,12 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
 
     # ---- fitting --------------------------------------------------------------------------------
 
-    def _training_kwargs(self) -> dict:
-        return dict(
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            patience=self.patience,
-            min_delta=self.min_delta,
-            seed=self.seed,
-            neurox_loss=self.neurox_loss,
-        )
-
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> "ElasticNetProbe":
         """Fit on (X, y); early stopping on (X_val, y_val), or on a stratified 10% hold-out of X if omitted."""
         X, y = _estimator_X(X), _estimator_y(self, y)
         X_val = None if X_val is None else _estimator_X(X_val, "X_val")
         y_val = None if y_val is None else _estimator_y(self, y_val)
-        (fitted,) = fit_probes(X, y, X_val, y_val, [(self.l1, self.l2)], **self._training_kwargs())
+        (fitted,) = fit_probes(X, y, X_val, y_val, [(self.l1, self.l2)], options=TrainingOptions.from_probe(self))
         for name in ("coef_", "intercept_", "classes_", "mean_", "scale_", "n_features_in_", "best_epoch_", "best_val_loss_"):
             setattr(self, name, getattr(fitted, name))
         return self
@@ -396,13 +388,7 @@ def fit_probes(
     feature_masks: Any = None,
     *,
     inputs: Optional[Sequence[int]] = None,
-    max_epochs: int = 100,
-    batch_size: Optional[int] = 64,
-    lr: float = 3e-3,
-    patience: Optional[int] = 5,
-    min_delta: float = 3e-3,
-    seed: int = 0,
-    neurox_loss: bool = False,
+    options: Union[TrainingOptions, Mapping[str, Any], None] = None,
 ) -> list[ElasticNetProbe]:
     """Train one probe per ``(l1, l2)`` setting, all together as one batched model; return them fitted.
 
@@ -411,7 +397,10 @@ def fit_probes(
     the features where its mask is 1 (its other weights are exactly 0). Each probe is trained exactly as
     it would be alone (see :mod:`probing.training`). ``X_val=None`` and ``y_val=None``: a seeded,
     stratified 10% of the training rows is held out for early stopping (the same rows for every probe).
+    ``options``: how every probe is trained (:class:`TrainingOptions`, or a mapping of some of its
+    fields; default the defaults); the penalties are ``settings``.
     """
+    options = TrainingOptions.coerce(options)
     X_arr = np.asarray(X) if not isinstance(X, (list, tuple)) else np.stack([np.asarray(x) for x in X])
     stacked = X_arr.ndim == 3
     blocks = [feature_matrix("X", b) for b in (X_arr if stacked else [X_arr])]
@@ -450,7 +439,7 @@ def fit_probes(
         if n - n_val < len(classes):
             raise ValueError(f"too few examples ({n}) to hold out a validation split for {len(classes)} classes")
         train_rows, val_rows = train_test_split(
-            np.arange(n), test_size=n_val, stratify=codes, random_state=seed, shuffle=True
+            np.arange(n), test_size=n_val, stratify=codes, random_state=options.seed, shuffle=True
         )
         train_rows, val_rows = np.sort(train_rows), np.sort(val_rows)
         val_blocks = [b[val_rows] for b in blocks]
@@ -485,13 +474,7 @@ def fit_probes(
         [settings[p][1] for p in order],
         feature_mask=None if mask is None else mask[order],
         input_index=index[order],
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        lr=lr,
-        patience=patience,
-        min_delta=min_delta,
-        seed=seed,
-        neurox_loss=neurox_loss,
+        options=options,
     )
     position = np.empty(P, np.int64)
     position[order] = np.arange(P)
@@ -501,10 +484,7 @@ def fit_probes(
     best_loss = bank.best_loss.numpy()[position]
     probes = []
     for p, (l1, l2) in enumerate(settings):
-        probe = ElasticNetProbe(
-            l1, l2, max_epochs=max_epochs, batch_size=batch_size, lr=lr, patience=patience, min_delta=min_delta,
-            seed=seed, neurox_loss=neurox_loss,
-        )
+        probe = ElasticNetProbe(l1, l2, **options.as_dict())
         probe.coef_ = W[p].T.copy()
         probe.intercept_ = b[p].copy()
         probe.classes_ = classes

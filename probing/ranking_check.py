@@ -38,14 +38,15 @@ Works on plain arrays only (never imports ``encoders`` or ``tasks``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from speechprobe.probing.ablation import _seeds
 from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.options import TrainingOptions
 from speechprobe.probing.probe import fit_probes
-from speechprobe.probing.subset import MinimalSubset, _probe_kwargs, _ranking, minimal_subset
+from speechprobe.probing.subset import MinimalSubset, _ranking, minimal_subset
 
 __all__ = [
     "DEFAULT_KS",
@@ -235,7 +236,9 @@ def check_ranking(
     *,
     ks: Sequence[int] = DEFAULT_KS,
     random_seeds: Sequence[int] = DEFAULT_SEEDS,
-    probe_params: Optional[Mapping[str, Any]] = None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    options: Union[TrainingOptions, Mapping[str, Any], None] = None,
     margin: float = 0.02,
 ) -> RankingCheck:
     """Check a neuron ranking against random neurons: its top k kept alone, retrained, against k random.
@@ -255,9 +258,11 @@ def check_ranking(
         duplicates merged, sorted. D itself is not added.
     random_seeds
         One random draw per seed: the first k of ``default_rng(seed).permutation(D)``.
-    probe_params
-        :class:`~probing.probe.ElasticNetProbe` parameters (``l1``, ``l2``, ``max_epochs``, ...) for every
-        probe; default ElasticNetProbe's defaults.
+    l1, l2
+        The penalty of every probe (e.g. the ranked probe's: ``probe.l1``, ``probe.l2``).
+    options
+        How every probe is trained (:class:`~probing.options.TrainingOptions`, or a mapping of some of its
+        fields; e.g. ``TrainingOptions.from_probe(probe)``); default its defaults.
     margin
         Smallest accuracy difference from random's mean that counts, in [0, 1) (see the module docstring).
 
@@ -272,7 +277,7 @@ def check_ranking(
     grid = _ks(ks, d)
     seeds = _seeds(random_seeds)
     margin = _margin(margin)
-    setting, kwargs = _probe_kwargs(probe_params)
+    setting, options = (l1, l2), TrainingOptions.coerce(options)
 
     n_k, n_s = len(grid), len(seeds)
     permutations = [np.random.default_rng(int(s)).permutation(d) for s in seeds]
@@ -281,7 +286,7 @@ def check_ranking(
     masks = np.zeros((len(subsets), d))
     for row, subset in enumerate(subsets):
         masks[row, subset] = 1.0
-    probes = fit_probes(X_train, y_train, X_val, y_val, [setting] * len(subsets), masks, **kwargs)
+    probes = fit_probes(X_train, y_train, X_val, y_val, [setting] * len(subsets), masks, options=options)
     val = np.array([p.score(X_val, y_val) for p in probes], dtype=np.float64)
     test = np.array([p.score(X_test, y_test) for p in probes], dtype=np.float64)
 
@@ -378,7 +383,9 @@ def minimal_versus_random(
     *,
     target: float = 0.97,
     random_seeds: Sequence[int] = (0, 1, 2),
-    probe_params: Optional[Mapping[str, Any]] = None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    options: Union[TrainingOptions, Mapping[str, Any], None] = None,
 ) -> SubsetVersusRandom:
     """The minimal subset of ``ranking`` beside those of random rankings, at the same threshold.
 
@@ -386,18 +393,19 @@ def minimal_versus_random(
     random ranking ``default_rng(seed).permutation(D)`` with ``full_accuracy`` = the ranking's full
     accuracy, so every search uses the identical threshold ``target`` x full accuracy. The subset is
     called minimal only when its k is at most ``WELL_BELOW`` x the median of the random rankings' k.
+    Every probe has penalty (``l1``, ``l2``) and is trained with ``options``, as in ``minimal_subset``.
     """
     X_train = feature_matrix("X_train", X_train)
     d = X_train.shape[1]
     order = _ranking(ranking, d)
     seeds = _seeds(random_seeds)
-    _probe_kwargs(probe_params)  # fail on bad parameters before any training
-    subset = minimal_subset(X_train, y_train, X_val, y_val, order, target=target, probe_params=probe_params)
+    options = TrainingOptions.coerce(options)  # fails on bad options before any training
+    subset = minimal_subset(X_train, y_train, X_val, y_val, order, target=target, l1=l1, l2=l2, options=options)
     random_k = np.array(
         [
             minimal_subset(
                 X_train, y_train, X_val, y_val, np.random.default_rng(int(s)).permutation(d),
-                target=target, full_accuracy=subset.full_accuracy, probe_params=probe_params,
+                target=target, full_accuracy=subset.full_accuracy, l1=l1, l2=l2, options=options,
             ).k
             for s in seeds
         ],

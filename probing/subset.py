@@ -29,16 +29,16 @@ Works on plain arrays only (never imports ``encoders`` or ``tasks``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from speechprobe.probing.checks import feature_matrix, label_vector
-from speechprobe.probing.probe import ElasticNetProbe, fit_probes
+from speechprobe.probing.options import TrainingOptions
+from speechprobe.probing.probe import fit_probes
 
 __all__ = ["MinimalSubset", "minimal_subset"]
 
-_PROBE_PARAMS = tuple(ElasticNetProbe().get_params().keys())  # l1, l2, max_epochs, batch_size, lr, ...
 _EPS = 1e-12  # float slack in "accuracy >= target * full_accuracy"
 
 
@@ -108,30 +108,17 @@ def _candidates(candidates: Any, d: int, resolution: float = 0.1) -> np.ndarray:
     return np.array(sorted(set(array.tolist()) | {d}), dtype=np.int64)
 
 
-def _probe_kwargs(probe_params: Optional[Mapping[str, Any]]) -> tuple[tuple[float, float], dict]:
-    params = dict(ElasticNetProbe().get_params())
-    if probe_params is not None:
-        if not isinstance(probe_params, Mapping):
-            raise ValueError(f"probe_params must be a mapping of ElasticNetProbe parameters, got {type(probe_params).__name__}")
-        unknown = sorted(set(probe_params) - set(_PROBE_PARAMS))
-        if unknown:
-            raise ValueError(f"unknown probe_params {unknown}; ElasticNetProbe takes {', '.join(_PROBE_PARAMS)}")
-        params.update(probe_params)
-    setting = (params.pop("l1"), params.pop("l2"))
-    return setting, params
-
-
 # --------------------------------------------------------------------------------------------------
 # search
 
 
-def _evaluate(X_train, y_train, X_val, y_val, ranking, ks, setting, kwargs) -> np.ndarray:
+def _evaluate(X_train, y_train, X_val, y_val, ranking, ks, setting, options) -> np.ndarray:
     """Validation accuracy of a probe retrained on the top-k neurons, for every k in ``ks``: ONE batched fit."""
     d = X_train.shape[1]
     masks = np.zeros((len(ks), d))
     for row, k in enumerate(ks):
         masks[row, ranking[:k]] = 1.0
-    probes = fit_probes(X_train, y_train, X_val, y_val, [setting] * len(ks), masks, **kwargs)
+    probes = fit_probes(X_train, y_train, X_val, y_val, [setting] * len(ks), masks, options=options)
     return np.array([probe.score(X_val, y_val) for probe in probes], dtype=np.float64)
 
 
@@ -160,7 +147,9 @@ def minimal_subset(
     target: float = 0.97,
     full_accuracy: Optional[float] = None,
     candidates: Optional[Sequence[int]] = None,
-    probe_params: Optional[Mapping[str, Any]] = None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    options: Union[TrainingOptions, Mapping[str, Any], None] = None,
     resolution: float = 0.1,
     n_refine: int = 0,
 ) -> MinimalSubset:
@@ -183,9 +172,11 @@ def minimal_subset(
     candidates
         The grid of k for the first round (integers in [1, D]; D is always added). Default: every k up
         to 10, then k growing by ``resolution`` (10%) per step, then D.
-    probe_params
-        :class:`ElasticNetProbe` keyword parameters (``l1``, ``l2``, ``max_epochs``, ``batch_size``,
-        ``lr``, ``patience``, ``min_delta``, ``seed``, ``neurox_loss``) used for every candidate probe.
+    l1, l2
+        The penalty of every candidate probe (e.g. the full probe's: ``probe.l1``, ``probe.l2``).
+    options
+        How every candidate probe is trained (:class:`~probing.options.TrainingOptions`, or a mapping of
+        some of its fields; e.g. ``TrainingOptions.from_probe(probe)``); default its defaults.
     resolution
         Relative spacing of the default grid, in (0, 1].
     n_refine
@@ -209,10 +200,10 @@ def minimal_subset(
         raise ValueError(f"n_refine must be a non-negative integer, got {n_refine!r}")
     resolution = _fraction("resolution", resolution)
     grid = _candidates(candidates, d, resolution)
-    setting, kwargs = _probe_kwargs(probe_params)
+    setting, options = (l1, l2), TrainingOptions.coerce(options)
 
     # round 1: the grid, with the full probe (k = D) in the same batched model
-    grid_acc = _evaluate(X_train, y_train, X_val, y_val, order, grid, setting, kwargs)
+    grid_acc = _evaluate(X_train, y_train, X_val, y_val, order, grid, setting, options)
     if full_accuracy is None:
         full_accuracy = float(grid_acc[-1])
     threshold = target * full_accuracy
@@ -221,7 +212,7 @@ def minimal_subset(
     # optional round 2: refine between the last failing and the first passing grid point
     extra = _refinement(grid, passed, int(n_refine))
     if extra.size:
-        extra_acc = _evaluate(X_train, y_train, X_val, y_val, order, extra, setting, kwargs)
+        extra_acc = _evaluate(X_train, y_train, X_val, y_val, order, extra, setting, options)
         curve_k = np.concatenate([grid, extra])
         curve_acc = np.concatenate([grid_acc, extra_acc])
         sort = np.argsort(curve_k, kind="stable")

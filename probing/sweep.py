@@ -6,7 +6,9 @@ Public API
   pick each layer's setting on the validation split, score the chosen probe once on the test split
   (accuracy and macro-F1 with bootstrap intervals over speakers, majority baseline), and, given control
   labels, train the same probe on the control task for control accuracy and selectivity.
-- :class:`LayerScore`, :class:`SweepResult` - its results; ``as_dict()`` gives plain JSON values.
+- :class:`LayerScore`, :class:`SweepResult` - the results of a sweep on one split or cross-validated
+  (:func:`probing.crossval.cross_validate_layers`; one split is one fold); ``as_dict()`` gives plain JSON
+  values.
 - :data:`DEFAULT_GRID` - the 8 (l1, l2) settings tried when none are given.
 
 Works on plain arrays only: splits are any objects with ``train``, ``validation`` and ``test`` row
@@ -16,13 +18,16 @@ indices (e.g. :class:`tasks.splits.Split`, which the caller builds); nothing her
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from speechprobe.probing.checks import feature_matrix, label_vector
-from speechprobe.probing.metrics import Interval, bootstrap_interval, majority_baseline, selectivity
-from speechprobe.probing.probe import TRAINING_PARAMS, ElasticNetProbe, fit_probes
+from speechprobe.probing.metrics import (FoldSummary, Interval, bootstrap_interval, fold_summary, majority_baseline,
+                                         selectivity)
+from speechprobe.probing.options import TrainingOptions
+from speechprobe.probing.probe import ElasticNetProbe, fit_probes
 
 __all__ = ["DEFAULT_GRID", "LayerScore", "SweepResult", "probe_layers", "sparsity"]
 
@@ -44,45 +49,117 @@ def sparsity(probe: ElasticNetProbe, threshold: float = SPARSITY_THRESHOLD) -> f
     return float(np.mean(magnitude < threshold * top)) if top > 0 else 1.0
 
 
+def _read_only(array: Any, dtype: Any = None) -> np.ndarray:
+    out = np.array(array, dtype=dtype)
+    out.flags.writeable = False
+    return out
+
+
 @dataclass(frozen=True)
 class LayerScore:
-    """One layer's chosen probe: its setting, validation choice and test scores."""
+    """One layer's chosen probe(s) and scores: on one split (one fold), or pooled over cross-validation folds.
+
+    ``settings``: the (l1, l2) each fold chose on its validation part (``l1``, ``l2``: the first fold's,
+    the setting of the probe kept); ``validation_accuracy``: the chosen probes' validation accuracy, mean
+    over folds; ``grid_validation_accuracy``: every grid setting's validation accuracy (grid order), mean
+    over folds; ``accuracy``/``macro_f1``: on the (pooled) test predictions, every test row once, intervals
+    from a bootstrap over speakers when groups are given; ``fold_accuracy``/``fold_accuracies``: the test
+    accuracy of each fold, and their mean and spread (no spread for one fold); ``majority_accuracy``: the
+    test accuracy of each fold's training-majority class, pooled; ``sparsity``: mean over folds;
+    ``control_accuracy`` (the first fold's chosen setting retrained on the control task) and
+    ``selectivity`` (test accuracy minus it).
+    """
 
     layer: str
     n_neurons: int
-    l1: float
-    l2: float
+    settings: tuple[tuple[float, float], ...]
     validation_accuracy: float
-    grid_validation_accuracy: list[float]
+    grid_validation_accuracy: tuple[float, ...]
     accuracy: Interval
     macro_f1: Interval
+    fold_accuracy: FoldSummary
+    fold_accuracies: tuple[float, ...]
     majority_accuracy: float
     sparsity: float
     control_accuracy: Optional[float] = None
     selectivity: Optional[float] = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", tuple((float(a), float(b)) for a, b in self.settings))
+        object.__setattr__(self, "grid_validation_accuracy", tuple(float(v) for v in self.grid_validation_accuracy))
+        object.__setattr__(self, "fold_accuracies", tuple(float(v) for v in self.fold_accuracies))
+
+    @property
+    def l1(self) -> float:
+        return self.settings[0][0]
+
+    @property
+    def l2(self) -> float:
+        return self.settings[0][1]
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON values. The keys the reports and studies read: ``layer``, ``n_neurons``, ``l1``, ``l2``,
+        ``settings``, ``validation_accuracy``, ``grid_validation_accuracy``, ``accuracy`` and ``macro_f1``
+        (interval dicts), ``fold_accuracy`` (mean, std, n), ``fold_accuracies``, ``majority_accuracy``,
+        ``sparsity``, ``control_accuracy``, ``selectivity``."""
+        return {
+            "layer": self.layer,
+            "n_neurons": int(self.n_neurons),
+            "l1": self.l1,
+            "l2": self.l2,
+            "settings": [list(pair) for pair in self.settings],
+            "validation_accuracy": float(self.validation_accuracy),
+            "grid_validation_accuracy": list(self.grid_validation_accuracy),
+            "accuracy": asdict(self.accuracy),
+            "macro_f1": asdict(self.macro_f1),
+            "fold_accuracy": asdict(self.fold_accuracy),
+            "fold_accuracies": list(self.fold_accuracies),
+            "majority_accuracy": float(self.majority_accuracy),
+            "sparsity": float(self.sparsity),
+            "control_accuracy": self.control_accuracy,
+            "selectivity": self.selectivity,
+        }
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class SweepResult:
-    """Scores per layer (input order), the chosen probes, and the layer that does best on validation."""
+    """A layer sweep, on one split or cross-validated: scores per layer (input order), the first fold's chosen
+    probes, each layer's test predictions, and the layer that does best on validation.
 
-    layers: list[LayerScore]
-    probes: dict[str, ElasticNetProbe]
-    control_probes: dict[str, ElasticNetProbe] = field(default_factory=dict)
-    grid: list[tuple[float, float]] = field(default_factory=list)
+    ``predictions``: layer -> predicted label of every row of ``test_rows`` (the rows tested: one split's
+    test part, or the union of the folds' test parts; ascending); ``n_folds``: 1 for a single split.
+    Frozen: layers and grid are tuples, the mappings read-only, the arrays not writeable.
+    """
+
+    layers: tuple[LayerScore, ...]
+    probes: Mapping[str, ElasticNetProbe]
+    control_probes: Mapping[str, ElasticNetProbe] = field(default_factory=dict)
+    grid: tuple[tuple[float, float], ...] = ()
+    predictions: Mapping[str, np.ndarray] = field(default_factory=dict)
+    test_rows: np.ndarray = field(default_factory=lambda: _read_only([], np.intp))
+    n_folds: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "grid", tuple((float(a), float(b)) for a, b in self.grid))
+        object.__setattr__(self, "probes", MappingProxyType(dict(self.probes)))
+        object.__setattr__(self, "control_probes", MappingProxyType(dict(self.control_probes)))
+        object.__setattr__(self, "predictions",
+                           MappingProxyType({name: _read_only(p) for name, p in self.predictions.items()}))
+        object.__setattr__(self, "test_rows", _read_only(self.test_rows, np.intp))
 
     @property
     def best_layer(self) -> str:
-        """Chosen on validation accuracy (never on test); ties go to the earlier layer."""
+        """Chosen on (mean) validation accuracy, never on test; ties go to the earlier layer."""
         scores = [s.validation_accuracy for s in self.layers]
         return self.layers[int(np.argmax(scores))].layer
 
     def as_dict(self) -> dict:
+        """Plain JSON values: ``grid`` (the (l1, l2) settings tried), ``n_folds``, ``best_layer`` and ``layers``
+        (:meth:`LayerScore.as_dict` each, input order). Probes and predictions are files, not JSON."""
         return {
             "grid": [list(g) for g in self.grid],
+            "n_folds": int(self.n_folds),
             "best_layer": self.best_layer,
             "layers": [s.as_dict() for s in self.layers],
         }
@@ -129,16 +206,6 @@ def _check_classes(labels: np.ndarray, rows: tuple[np.ndarray, ...], what: str) 
             raise ValueError(f"{what}: class {missing[0]!r} has no examples in the {name} part")
 
 
-def _training_kwargs(probe_params: Optional[Mapping[str, Any]]) -> dict:
-    params = {k: v for k, v in ElasticNetProbe().get_params().items() if k in TRAINING_PARAMS}
-    if probe_params:
-        unknown = sorted(set(probe_params) - set(TRAINING_PARAMS))
-        if unknown:
-            raise ValueError(f"unknown probe_params {unknown}; known: {', '.join(TRAINING_PARAMS)}")
-        params.update(probe_params)
-    return params
-
-
 def _width_groups(layers: Mapping[str, np.ndarray]) -> list[list[str]]:
     """Layer names grouped by width (a batched fit needs equal-width inputs), in first-seen order."""
     groups: dict[int, list[str]] = {}
@@ -160,7 +227,7 @@ def probe_layers(
     groups: Any = None,
     control_labels: Any = None,
     control_split: Any = None,
-    probe_params: Optional[Mapping[str, Any]] = None,
+    options: Union[TrainingOptions, Mapping[str, Any], None] = None,
     n_resamples: int = 1000,
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
@@ -185,9 +252,11 @@ def probe_layers(
         A control task (e.g. :func:`tasks.splits.control_labels` with its within-speaker split): the
         chosen setting of each layer is retrained on it, giving control accuracy and selectivity (task
         minus control test accuracy).
-    probe_params
-        Training parameters of :class:`ElasticNetProbe` (``max_epochs``, ``batch_size``, ``lr``,
-        ``patience``, ``min_delta``, ``seed``, ``neurox_loss``).
+    options
+        How every probe is trained (:class:`~probing.options.TrainingOptions`, or a mapping of some of its
+        fields; default its defaults). The penalty is the grid's.
+    n_resamples, seed
+        Bootstrap resamples and seed of the test intervals (the probes' seed is ``options.seed``).
 
     Cost: one batched fit per distinct layer width for the task (all layers x grid points), one more
     for the control task.
@@ -203,7 +272,7 @@ def probe_layers(
     train, val, test = _rows(split, n, "split")
     _check_classes(y, (train, val, test), "the task")
     settings = _grid(grid)
-    kwargs = _training_kwargs(probe_params)
+    options = TrainingOptions.coerce(options)
     group_ids = None if groups is None else label_vector("groups", groups, n, "the layers")
     tell = progress or (lambda message: None)
     if (control_labels is None) != (control_split is None):
@@ -220,7 +289,8 @@ def probe_layers(
         X_train = np.stack([arrays[name][train] for name in names])
         X_val = np.stack([arrays[name][val] for name in names])
         inputs = np.repeat(np.arange(len(names)), len(settings))
-        probes = fit_probes(X_train, y[train], X_val, y[val], settings * len(names), inputs=inputs, **kwargs)
+        probes = fit_probes(X_train, y[train], X_val, y[val], settings * len(names), inputs=inputs,
+                            options=options)
         for g, name in enumerate(names):
             candidates = probes[g * len(settings):(g + 1) * len(settings)]
             scores = [p.score(arrays[name][val], y[val]) for p in candidates]
@@ -237,36 +307,41 @@ def probe_layers(
             X_val = np.stack([arrays[name][c_val] for name in names])
             layer_settings = [(chosen[name].l1, chosen[name].l2) for name in names]
             probes = fit_probes(X_train, y_control[c_train], X_val, y_control[c_val], layer_settings,
-                                inputs=np.arange(len(names)), **kwargs)
+                                inputs=np.arange(len(names)), options=options)
             for name, probe in zip(names, probes):
                 controls[name] = probe
                 control_scores[name] = probe.score(arrays[name][c_test], y_control[c_test])
 
-    scores = []
+    scores, predictions = [], {}
+    order = np.argsort(test, kind="stable")
     for name, X in arrays.items():
         probe = chosen[name]
         predicted = probe.predict(X[test])
+        predictions[name] = predicted[order]
         test_groups = None if group_ids is None else group_ids[test]
         intervals = {
             metric: bootstrap_interval(y[test], predicted, metric, groups=test_groups,
                                        n_resamples=n_resamples, seed=seed)
             for metric in ("accuracy", "macro_f1")
         }
+        test_accuracy = float(np.mean(predicted == y[test]))
         control = control_scores.get(name)
         scores.append(
             LayerScore(
                 layer=name,
                 n_neurons=X.shape[1],
-                l1=float(probe.l1),
-                l2=float(probe.l2),
+                settings=((float(probe.l1), float(probe.l2)),),
                 validation_accuracy=float(max(grid_scores[name])),
                 grid_validation_accuracy=[float(s) for s in grid_scores[name]],
                 accuracy=intervals["accuracy"],
                 macro_f1=intervals["macro_f1"],
+                fold_accuracy=fold_summary([test_accuracy]),
+                fold_accuracies=(test_accuracy,),
                 majority_accuracy=majority_baseline(y[train], y[test]),
                 sparsity=sparsity(probe),
                 control_accuracy=None if control is None else float(control),
                 selectivity=None if control is None else selectivity(intervals["accuracy"].value, control),
             )
         )
-    return SweepResult(layers=scores, probes=chosen, control_probes=controls, grid=settings)
+    return SweepResult(layers=scores, probes=chosen, control_probes=controls, grid=settings, predictions=predictions,
+                       test_rows=test[order], n_folds=1)

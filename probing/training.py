@@ -46,6 +46,9 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from speechprobe.compat import adam_update_
+from speechprobe.probing.options import TrainingOptions
+
+_DEFAULTS = TrainingOptions()  # the engine's defaults are the probe's
 
 __all__ = ["ArrayDataModule", "ProbeBank", "RaggedProbeBank", "train_probe_bank"]
 
@@ -87,8 +90,8 @@ class ArrayDataModule(pl.LightningDataModule):
         X_val: np.ndarray,
         y_val: np.ndarray,
         *,
-        batch_size: Optional[int] = 64,
-        seed: int = 0,
+        batch_size: Optional[int] = _DEFAULTS.batch_size,
+        seed: int = _DEFAULTS.seed,
     ) -> None:
         super().__init__()
         self.train = _Rows(torch.as_tensor(X_train, dtype=torch.float32), torch.as_tensor(y_train, dtype=torch.long))
@@ -139,11 +142,11 @@ class ProbeBank(pl.LightningModule):
         *,
         feature_mask: Optional[np.ndarray] = None,
         input_index: Optional[Sequence[int]] = None,
-        batch_size: Optional[int] = 64,
-        lr: float = 3e-3,
-        patience: Optional[int] = 5,
-        min_delta: float = 3e-3,
-        neurox_loss: bool = False,
+        batch_size: Optional[int] = _DEFAULTS.batch_size,
+        lr: float = _DEFAULTS.lr,
+        patience: Optional[int] = _DEFAULTS.patience,
+        min_delta: float = _DEFAULTS.min_delta,
+        neurox_loss: bool = _DEFAULTS.neurox_loss,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["feature_mask", "input_index", "feature_order", "ordered_inputs"])
@@ -596,15 +599,11 @@ def train_probe_bank(
     *,
     feature_mask: Optional[np.ndarray] = None,
     input_index: Optional[Sequence[int]] = None,
-    max_epochs: int = 100,
-    batch_size: Optional[int] = 64,
-    lr: float = 3e-3,
-    patience: Optional[int] = 5,
-    min_delta: float = 3e-3,
-    seed: int = 0,
-    neurox_loss: bool = False,
+    options: Optional[TrainingOptions] = None,
 ) -> ProbeBank:
-    """Train a :class:`ProbeBank` on standardised (G, N, D) arrays and return it (best weights in ``best_*``)."""
+    """Train a :class:`ProbeBank` on standardised (G, N, D) arrays and return it (best weights in ``best_*``);
+    ``options``: how (default :class:`~probing.options.TrainingOptions`' defaults)."""
+    options = TrainingOptions.coerce(options)
     # No pl.seed_everything / deterministic=True: both change the caller's global state. Nothing here
     # draws from a global RNG (zero start, batch order from a generator seeded with ``seed``), and the
     # CPU kernels used are deterministic.
@@ -616,7 +615,7 @@ def train_probe_bank(
     if order is not None:  # features reordered once here, not gathered per step (the bank reads prefixes)
         X_train, X_val = np.take(X_train, order, axis=-1), np.take(X_val, order, axis=-1)
         extra = {"feature_order": order, "ordered_inputs": True}
-    data = ArrayDataModule(X_train, y_train, X_val, y_val, batch_size=batch_size, seed=seed)
+    data = ArrayDataModule(X_train, y_train, X_val, y_val, batch_size=options.batch_size, seed=options.seed)
     model = (ProbeBank if order is None else RaggedProbeBank)(
         X_train.shape[-1],
         n_classes,
@@ -625,11 +624,11 @@ def train_probe_bank(
         feature_mask=feature_mask,
         input_index=input_index,
         **extra,
-        batch_size=batch_size,
-        lr=lr,
-        patience=patience,
-        min_delta=min_delta,
-        neurox_loss=neurox_loss,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        patience=options.patience,
+        min_delta=options.min_delta,
+        neurox_loss=options.neurox_loss,
     )
     quiet = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
     levels = [lg.level for lg in quiet]
@@ -641,7 +640,7 @@ def train_probe_bank(
             trainer = pl.Trainer(
                 accelerator="cpu",
                 devices=1,
-                max_epochs=max_epochs,
+                max_epochs=options.max_epochs,
                 logger=False,
                 enable_checkpointing=False,
                 enable_progress_bar=False,

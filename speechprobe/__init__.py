@@ -32,6 +32,7 @@ _API: dict[str, str] = {
     "RepresentationStore": "speechprobe.encoders.store",
     # probes, rankings, subsets, ablation
     "ElasticNetProbe": "speechprobe.probing.probe",
+    "TrainingOptions": "speechprobe.probing.options",
     "RegularisationPath": "speechprobe.probing.path",
     "rank_neurons": "speechprobe.probing.ranking",
     "check_ranking": "speechprobe.probing.ranking_check",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # static tools see the real names
     from speechprobe.encoders.store import RepresentationStore
     from speechprobe.probing.ablation import ablate, ablation_curve
     from speechprobe.probing.crossval import cross_validate_layers
+    from speechprobe.probing.options import TrainingOptions
     from speechprobe.probing.path import RegularisationPath
     from speechprobe.probing.probe import ElasticNetProbe
     from speechprobe.probing.ranking import rank_neurons

@@ -3,7 +3,6 @@ ablation, report, dashboards; reruns reuse the finished units; bad input stops b
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

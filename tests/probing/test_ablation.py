@@ -8,6 +8,7 @@ import pytest
 
 import speechprobe.probing.ablation as ablation_module
 from speechprobe.probing.ablation import MODE_DESCRIPTIONS, MODES, AblationCurve, ablate, ablation_curve
+from speechprobe.probing.options import TrainingOptions
 from speechprobe.probing.probe import ElasticNetProbe
 from speechprobe.probing.ranking import rank_neurons
 
@@ -222,8 +223,9 @@ def test_curve_trains_all_candidates_in_one_call(fitted, curve):
     assert masks.sum(axis=1).tolist() == [5, 10, 20] * 5
     params = fitted.probe.get_params()
     assert settings == [(params["l1"], params["l2"])] * 15
+    assert kwargs["options"] == TrainingOptions.from_probe(fitted.probe)
     for name in ("max_epochs", "batch_size", "lr", "patience", "seed", "neurox_loss"):
-        assert kwargs[name] == params[name]
+        assert getattr(kwargs["options"], name) == params[name]
 
 
 def test_curve_matches_ablate_and_is_frozen(fitted, curve):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from speechprobe.probing.crossval import cross_validate_layers
+from speechprobe.probing.options import TrainingOptions
 from speechprobe.probing.sweep import probe_layers
 
-FAST = dict(batch_size=64, lr=1e-2, max_epochs=30)
+FAST = TrainingOptions(batch_size=64, lr=1e-2, max_epochs=30)
 GRID = [(0.0, 0.0), (1e-3, 1e-3)]
 
 
@@ -34,7 +35,7 @@ def folded_data(seed: int = 0, n_speakers: int = 30, per_speaker: int = 6, folds
 
 def test_every_row_is_tested_once_and_pooled_accuracy_matches_the_folds():
     layers, y, splits, speakers = folded_data()
-    cv = cross_validate_layers(layers, y, splits, grid=GRID, groups=speakers, probe_params=FAST, n_resamples=200)
+    cv = cross_validate_layers(layers, y, splits, grid=GRID, groups=speakers, options=FAST, n_resamples=200)
     assert np.array_equal(cv.test_rows, np.arange(len(y)))
     assert cv.n_folds == 3
     for score in cv.layers:
@@ -46,6 +47,9 @@ def test_every_row_is_tested_once_and_pooled_accuracy_matches_the_folds():
         assert score.accuracy.low <= score.accuracy.value <= score.accuracy.high
         assert score.accuracy.resampled == "groups"
         assert len(score.settings) == 3 and all(tuple(s) in GRID for s in score.settings)
+        assert (score.l1, score.l2) == score.settings[0]  # the first fold's, whose probe is kept
+        assert len(score.grid_validation_accuracy) == len(GRID)
+        assert max(score.grid_validation_accuracy) <= score.validation_accuracy + 1e-12  # mean of per-fold maxima
     by_layer = {s.layer: s for s in cv.layers}
     assert by_layer["signal"].accuracy.value > 0.85 > by_layer["noise"].accuracy.value
     assert cv.best_layer == "signal"
@@ -53,18 +57,24 @@ def test_every_row_is_tested_once_and_pooled_accuracy_matches_the_folds():
 
 def test_one_split_gives_what_probe_layers_gives():
     layers, y, splits, speakers = folded_data()
-    cv = cross_validate_layers(layers, y, splits[:1], grid=GRID, groups=speakers, probe_params=FAST, n_resamples=300)
-    direct = probe_layers(layers, y, splits[0], grid=GRID, groups=speakers, probe_params=FAST, n_resamples=300)
+    cv = cross_validate_layers(layers, y, splits[:1], grid=GRID, groups=speakers, options=FAST, n_resamples=300)
+    direct = probe_layers(layers, y, splits[0], grid=GRID, groups=speakers, options=FAST, n_resamples=300)
     for mine, theirs in zip(cv.layers, direct.layers):
         assert mine.accuracy == theirs.accuracy
-        assert mine.settings == [(theirs.l1, theirs.l2)]
+        assert mine.settings == ((theirs.l1, theirs.l2),) == theirs.settings
         assert mine.validation_accuracy == theirs.validation_accuracy
+        assert mine.grid_validation_accuracy == theirs.grid_validation_accuracy
+        assert mine.fold_accuracies == theirs.fold_accuracies
+        assert mine.majority_accuracy == pytest.approx(theirs.majority_accuracy)
         assert np.array_equal(cv.predictions[mine.layer], direct.probes[mine.layer].predict(layers[mine.layer][splits[0].test]))
+        assert np.array_equal(cv.predictions[mine.layer], direct.predictions[mine.layer])
+    assert type(cv) is type(direct) and set(cv.as_dict()) == set(direct.as_dict())  # one result type
+    assert [set(s) for s in cv.as_dict()["layers"]] == [set(s) for s in direct.as_dict()["layers"]]
 
 
 def test_best_layer_follows_mean_validation_not_test(monkeypatch):
     layers, y, splits, speakers = folded_data()
-    cv = cross_validate_layers(layers, y, splits, grid=GRID, probe_params=FAST, n_resamples=100)
+    cv = cross_validate_layers(layers, y, splits, grid=GRID, options=FAST, n_resamples=100)
     means = {s.layer: s.validation_accuracy for s in cv.layers}
     assert cv.best_layer == max(means, key=means.get)
 
@@ -82,7 +92,7 @@ def test_best_layer_is_chosen_on_validation_where_validation_and_test_disagree()
     val_good[split.test] = noise[split.test]
     test_good[split.validation] = noise[split.validation]
     cv = cross_validate_layers({"test_good": test_good, "val_good": val_good}, y, [split], grid=GRID,
-                               groups=speakers, probe_params=FAST, n_resamples=100)
+                               groups=speakers, options=FAST, n_resamples=100)
     by_layer = {s.layer: s for s in cv.layers}
     assert by_layer["test_good"].accuracy.value > 0.9 > 0.7 > by_layer["val_good"].accuracy.value
     assert by_layer["val_good"].validation_accuracy > 0.9 > 0.7 > by_layer["test_good"].validation_accuracy
@@ -97,7 +107,7 @@ def test_control_task_from_the_first_fold_gives_selectivity():
     control_split = SimpleNamespace(train=np.flatnonzero(within < 4), validation=np.flatnonzero(within == 4),
                                     test=np.flatnonzero(within == 5))
     cv = cross_validate_layers(layers, y, splits, grid=GRID, control_labels=control, control_split=control_split,
-                               probe_params=FAST, n_resamples=100)
+                               options=FAST, n_resamples=100)
     for score in cv.layers:
         assert score.control_accuracy is not None
         assert score.selectivity == pytest.approx(score.accuracy.value - score.control_accuracy)
@@ -107,6 +117,6 @@ def test_control_task_from_the_first_fold_gives_selectivity():
 def test_overlapping_test_parts_and_no_splits_are_refused():
     layers, y, splits, _ = folded_data()
     with pytest.raises(ValueError, match="overlap"):
-        cross_validate_layers(layers, y, [splits[0], splits[0]], grid=GRID, probe_params=FAST, n_resamples=10)
+        cross_validate_layers(layers, y, [splits[0], splits[0]], grid=GRID, options=FAST, n_resamples=10)
     with pytest.raises(ValueError, match="empty"):
         cross_validate_layers(layers, y, [], grid=GRID)

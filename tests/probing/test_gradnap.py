@@ -9,6 +9,7 @@ import torch
 
 from speechprobe.probing.gradnap import (analyse_layer, cosine_distances, crossfitted_relevance, gradnap_profiles,
                              probe_relevance, relevance, separation_test)
+from speechprobe.probing.options import TrainingOptions
 from speechprobe.probing.probe import ElasticNetProbe
 
 
@@ -109,7 +110,7 @@ def test_crossfitted_relevance_covers_every_test_row_with_a_probe_that_never_saw
                               validation=np.flatnonzero(folds == (k + 1) % 3), test=np.flatnonzero(folds == k))
               for k in range(3)]
     given = ElasticNetProbe(max_epochs=5).fit(X[splits[0].train], y[splits[0].train])
-    rows, R, predicted = crossfitted_relevance(X, y, splits, l1=0.0, l2=0.0, probe_params={"max_epochs": 5},
+    rows, R, predicted = crossfitted_relevance(X, y, splits, l1=0.0, l2=0.0, options=TrainingOptions(max_epochs=5),
                                                probes={0: given})
     assert rows.tolist() == list(range(60)) and R.shape == (60, 5)
     assert np.array_equal(predicted[splits[0].test], given.predict(X[splits[0].test]))

@@ -10,7 +10,7 @@ import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from speechprobe.probing.probe import ElasticNetProbe, fit_probes
+from speechprobe.probing.probe import ElasticNetProbe, TrainingOptions, fit_probes
 
 
 def make_data(seed: int = 0, n: int = 600, d: int = 50, k: int = 4, n_train: int = 400):
@@ -88,9 +88,9 @@ FAST = dict(max_epochs=15, batch_size=32, lr=1e-2, patience=3, seed=7)
 
 def test_batched_equals_separate(data):
     Xtr, ytr, Xte, yte = data
-    together = fit_probes(Xtr, ytr, Xte, yte, SETTINGS, **FAST)
+    together = fit_probes(Xtr, ytr, Xte, yte, SETTINGS, options=TrainingOptions(**FAST))
     for (l1, l2), batched in zip(SETTINGS, together):
-        (alone,) = fit_probes(Xtr, ytr, Xte, yte, [(l1, l2)], **FAST)
+        (alone,) = fit_probes(Xtr, ytr, Xte, yte, [(l1, l2)], options=FAST)  # a mapping of options is taken
         assert batched.best_epoch_ == alone.best_epoch_
         np.testing.assert_allclose(batched.coef_, alone.coef_, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(batched.intercept_, alone.intercept_, rtol=1e-4, atol=1e-5)
@@ -105,15 +105,15 @@ def test_feature_masks_and_stacked_inputs(data):
     mask = np.zeros((2, 50))
     mask[0, :10] = 1
     mask[1, 10:] = 1
-    masked = fit_probes(Xtr, ytr, Xte, yte, [(0.0, 1e-3)] * 2, mask, **FAST)
+    masked = fit_probes(Xtr, ytr, Xte, yte, [(0.0, 1e-3)] * 2, mask, options=FAST)
     assert np.all(masked[0].coef_[:, 10:] == 0) and np.any(masked[0].coef_[:, :10] != 0)
     assert np.all(masked[1].coef_[:, :10] == 0)
-    (sub,) = fit_probes(Xtr[:, :10], ytr, Xte[:, :10], yte, [(0.0, 1e-3)], **FAST)
+    (sub,) = fit_probes(Xtr[:, :10], ytr, Xte[:, :10], yte, [(0.0, 1e-3)], options=FAST)
     np.testing.assert_allclose(masked[0].coef_[:, :10], sub.coef_, rtol=1e-4, atol=1e-5)
     # two "layers" of equal width: each probe reads its own input and is standardised on it
     layer2 = Xtr[:, ::-1] * 3.0
     probes = fit_probes(np.stack([Xtr, layer2]), ytr, np.stack([Xte, Xte[:, ::-1] * 3.0]), yte,
-                        [(0.0, 1e-3), (0.0, 1e-3)], inputs=[0, 1], **FAST)
+                        [(0.0, 1e-3), (0.0, 1e-3)], inputs=[0, 1], options=FAST)
     np.testing.assert_allclose(probes[1].scale_, 3.0 * Xtr.std(0)[::-1])
     np.testing.assert_allclose(probes[1].coef_, probes[0].coef_[:, ::-1], rtol=1e-3, atol=1e-4)
 
@@ -136,7 +136,7 @@ def test_same_seed_same_probe_and_seed_matters(data):
 def test_l1_is_sparser_than_l2(data):
     Xtr, ytr, Xte, yte = data
     l1_probe, l2_probe = fit_probes(Xtr, ytr, Xte, yte, [(0.01, 0.0), (0.0, 0.01)],
-                                    max_epochs=60, batch_size=None, lr=0.02, patience=None)
+                                    options=TrainingOptions(max_epochs=60, batch_size=None, lr=0.02, patience=None))
     # Adam on the L1 subgradient leaves weights hovering near 0 rather than exactly 0: count weights
     # below 1% of the largest, and Hoyer's sparsity (0 = all equal, 1 = a single non-zero weight).
     def near_zero(p):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import speechprobe.probing.ranking_check as check_module
+from speechprobe.probing.options import TrainingOptions
 from speechprobe.probing.probe import fit_probes
 from speechprobe.probing.ranking_check import (
     DEFAULT_KS,
@@ -18,7 +19,7 @@ from speechprobe.probing.ranking_check import (
     minimal_versus_random,
 )
 
-FAST = dict(batch_size=None, lr=0.1, max_epochs=40, patience=5)  # full batch: few, quick epochs
+FAST = TrainingOptions(batch_size=None, lr=0.1, max_epochs=40, patience=5)  # full batch: few, quick epochs
 KS = (1, 2, 3, 5, 10, 20)
 D = 128
 
@@ -74,7 +75,7 @@ def run_check(data, ranking, **kw):
     spy = Spy(check_module.fit_probes)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(check_module, "fit_probes", spy)
-        result = check_ranking(*data, ranking, ks=kw.pop("ks", KS), probe_params=kw.pop("probe_params", FAST), **kw)
+        result = check_ranking(*data, ranking, ks=kw.pop("ks", KS), options=kw.pop("options", FAST), **kw)
     return result, spy
 
 
@@ -133,7 +134,7 @@ def test_one_batched_fit_with_nested_random_prefixes(good):
     n_k, n_s = len(KS), len(result.seeds)
     masks = call["masks"]
     assert masks.shape == (n_k * (2 + n_s), D)
-    assert call["kwargs"]["max_epochs"] == FAST["max_epochs"]
+    assert call["kwargs"]["options"] == FAST
     top, bottom, random = masks[:n_k], masks[n_k:2 * n_k], masks[2 * n_k:].reshape(n_s, n_k, D)
     for i, k in enumerate(KS):
         assert np.flatnonzero(top[i]).tolist() == list(range(k))
@@ -215,7 +216,7 @@ def test_beats_random_needs_a_better_small_k_and_no_worse_one():
 
 
 def test_default_grid_is_cut_at_d_without_adding_d(planted):
-    result, spy = run_check(planted, np.arange(D), ks=DEFAULT_KS, random_seeds=(0,), probe_params=dict(FAST, max_epochs=2))
+    result, spy = run_check(planted, np.arange(D), ks=DEFAULT_KS, random_seeds=(0,), options=FAST.replace(max_epochs=2))
     assert result.ks.tolist() == [k for k in DEFAULT_KS if k <= D] == [1, 2, 3, 5, 10, 20, 50, 100]
     assert len(spy.calls[0]["settings"]) == 8 * 3
     with pytest.raises(ValueError, match="max_k"):
@@ -228,7 +229,7 @@ def test_default_grid_is_cut_at_d_without_adding_d(planted):
 
 def test_minimal_versus_random_planted(planted):
     Xt, yt, Xv, yv = planted[:4]
-    result = minimal_versus_random(Xt, yt, Xv, yv, np.arange(D), probe_params=FAST)
+    result = minimal_versus_random(Xt, yt, Xv, yv, np.arange(D), options=FAST)
     assert isinstance(result, SubsetVersusRandom)
     assert result.subset.k <= 3 and set(result.subset.neurons.tolist()) <= {0, 1, 2}
     assert result.is_minimal
@@ -253,7 +254,7 @@ def test_minimal_versus_random_same_threshold(planted, monkeypatch):
 
     monkeypatch.setattr(check_module, "minimal_subset", spy)
     Xt, yt, Xv, yv = planted[:4]
-    minimal_versus_random(Xt, yt, Xv, yv, np.arange(D), random_seeds=(3, 4), probe_params=dict(FAST, max_epochs=5))
+    minimal_versus_random(Xt, yt, Xv, yv, np.arange(D), random_seeds=(3, 4), options=FAST.replace(max_epochs=5))
     assert len(calls) == 3
     first = calls[0][1]
     for kwargs, out in calls[1:]:
@@ -289,7 +290,7 @@ def test_minimal_means_well_below_random(planted, monkeypatch, k, minimal, verdi
 def test_minimal_versus_random_equal_neurons_is_not_minimal():
     """Every neuron an equally informative noisy copy of the label: no ranking is special."""
     (Xt, yt), (Xv, yv), _ = copies(np.arange(20), 20, 0.3, seed=2)
-    result = minimal_versus_random(Xt, yt, Xv, yv, np.arange(20), probe_params=FAST)
+    result = minimal_versus_random(Xt, yt, Xv, yv, np.arange(20), options=FAST)
     assert not result.is_minimal
     assert result.subset.k > WELL_BELOW * result.random_k_median
     assert "not a finding" in result.summary()
@@ -312,7 +313,7 @@ def test_minimal_versus_random_equal_neurons_is_not_minimal():
         (dict(random_seeds=()), "random_seeds"),
         (dict(random_seeds=(1, 1)), "random_seeds"),
         (dict(margin=-0.1), "margin"),
-        (dict(probe_params=dict(alpha=1.0)), "probe_params"),
+        (dict(options=dict(alpha=1.0)), "unknown training option"),
         (dict(X_test=np.zeros((5, D - 1))), "X_test"),
         (dict(y_val=np.zeros(3, dtype=int)), "y_val"),
         (dict(X_train=np.full((4, D), np.nan)), "X_train"),
@@ -321,7 +322,7 @@ def test_minimal_versus_random_equal_neurons_is_not_minimal():
 def test_check_ranking_bad_inputs(planted, change, match):
     Xt, yt, Xv, yv, Xs, ys = planted
     args = dict(X_train=Xt, y_train=yt, X_val=Xv, y_val=yv, X_test=Xs, y_test=ys, ranking=np.arange(D))
-    kwargs = dict(ks=KS, random_seeds=(0,), probe_params=FAST, margin=0.02)
+    kwargs = dict(ks=KS, random_seeds=(0,), options=FAST, margin=0.02)
     for key, value in change.items():
         (args if key in args else kwargs)[key] = value
     with pytest.raises(ValueError, match=match):
@@ -334,12 +335,12 @@ def test_check_ranking_bad_inputs(planted, change, match):
         (dict(ranking=np.arange(D)[::2]), "ranking"),
         (dict(random_seeds=(-1,)), "random_seeds"),
         (dict(target=1.5), "target"),
-        (dict(probe_params=dict(alpha=1.0)), "probe_params"),
+        (dict(options=dict(alpha=1.0)), "unknown training option"),
     ],
 )
 def test_minimal_versus_random_bad_inputs(planted, change, match):
     Xt, yt, Xv, yv = planted[:4]
-    kwargs = dict(ranking=np.arange(D), random_seeds=(0,), probe_params=dict(FAST, max_epochs=2))
+    kwargs = dict(ranking=np.arange(D), random_seeds=(0,), options=FAST.replace(max_epochs=2))
     kwargs.update(change)
     with pytest.raises(ValueError, match=match):
         minimal_versus_random(Xt, yt, Xv, yv, **kwargs)

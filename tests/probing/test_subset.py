@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import speechprobe.probing.subset as subset_module
+from speechprobe.probing.options import TrainingOptions
 from speechprobe.probing.probe import ElasticNetProbe
 from speechprobe.probing.ranking import rank_neurons
 from speechprobe.probing.subset import MinimalSubset, minimal_subset
@@ -62,7 +63,7 @@ def run_search(data, ranking, **kw):
     spy = Spy(subset_module.fit_probes)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(subset_module, "fit_probes", spy)
-        result = minimal_subset(Xt, yt, Xv, yv, ranking, probe_params=kw.pop("probe_params", FAST), **kw)
+        result = minimal_subset(Xt, yt, Xv, yv, ranking, options=kw.pop("options", TrainingOptions(**FAST)), **kw)
     return result, spy
 
 
@@ -140,13 +141,13 @@ def test_refining_search_is_two_batched_fits(data, weight_search, reversed_searc
         lo = grid[grid.index(hi) - 1]
         assert np.all((ks > lo) & (ks < hi))
         assert sorted(set(result.curve_k.tolist())) == sorted(set(grid) | set(ks.tolist()))
-        for call in spy.calls:  # probe_params reach every candidate
-            assert call["kwargs"]["batch_size"] == 128 and call["kwargs"]["lr"] == 1e-2
+        for call in spy.calls:  # the options reach every candidate
+            assert call["kwargs"]["options"] == TrainingOptions(batch_size=128, lr=1e-2)
             assert all(s == (0.0, 0.0) for s in call["settings"])
 
 
 def test_first_grid_point_passing_needs_one_fit(data):
-    result, spy = run_search(data, data[5], candidates=[5, 50], probe_params=dict(FAST, l2=1e-4))
+    result, spy = run_search(data, data[5], candidates=[5, 50], l2=1e-4, options=FAST)  # a mapping of options is taken
     assert len(spy.calls) == 1
     assert result.curve_k.tolist() == [5, 50, 100]  # D is always added
     assert result.k == 5 and result.reached
@@ -203,7 +204,9 @@ def test_default_grid():
         (dict(candidates=[0, 3]), "candidates"),
         (dict(candidates=[3, 11]), "candidates"),
         (dict(candidates=[]), "candidates"),
-        (dict(probe_params=dict(alpha=1.0)), "unknown probe_params"),
+        (dict(options=dict(alpha=1.0)), "unknown training option"),
+        (dict(options=dict(FAST, l1=1e-3)), "l1 and l2 are separate arguments"),
+        (dict(options=[("lr", 1e-2)]), "options must be a TrainingOptions"),
         (dict(n_refine=-1), "n_refine"),
     ],
 )

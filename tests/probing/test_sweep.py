@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 import speechprobe.probing.sweep as sweep_module
+from speechprobe.probing.options import TrainingOptions
 from speechprobe.probing.probe import ElasticNetProbe
 from speechprobe.probing.sweep import DEFAULT_GRID, probe_layers, sparsity
 
-FAST = dict(batch_size=64, lr=1e-2, max_epochs=40)
+FAST = TrainingOptions(batch_size=64, lr=1e-2, max_epochs=40)
 
 
 def layered_data(seed: int = 0, n_speakers: int = 40, per_speaker: int = 10):
@@ -54,7 +55,7 @@ def swept():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sweep_module, "fit_probes", spy)
         result = probe_layers(layers, y, split, groups=speakers, control_labels=control, control_split=control_split,
-                              probe_params=FAST, n_resamples=200)
+                              options=FAST, n_resamples=200)
     return result, spy, (layers, y, split, speakers, control, control_split)
 
 
@@ -117,9 +118,32 @@ def test_control_accuracy_and_selectivity(swept):
     assert json_ready["layers"][0]["accuracy"]["value"] == result.layers[0].accuracy.value
 
 
+def test_results_are_frozen_and_as_dict_keeps_the_keys_readers_use(swept):
+    result, _, (layers, y, split, *_) = swept
+    with pytest.raises(Exception):
+        result.layers[0].l1 = 1.0
+    with pytest.raises(TypeError):
+        result.probes["signal"] = None
+    assert isinstance(result.layers, tuple) and isinstance(result.grid, tuple)
+    assert not result.test_rows.flags.writeable and not result.predictions["signal"].flags.writeable
+    # one split is one fold: pooled test predictions are the split's, in row order
+    assert result.n_folds == 1 and np.array_equal(result.test_rows, np.sort(split.test))
+    np.testing.assert_array_equal(result.predictions["signal"],
+                                  result.probes["signal"].predict(layers["signal"][np.sort(split.test)]))
+    plain = result.as_dict()
+    assert set(plain) >= {"grid", "n_folds", "best_layer", "layers"} and plain["n_folds"] == 1
+    layer = plain["layers"][0]
+    assert set(layer) >= {"layer", "n_neurons", "l1", "l2", "settings", "validation_accuracy",
+                          "grid_validation_accuracy", "accuracy", "macro_f1", "fold_accuracy", "fold_accuracies",
+                          "majority_accuracy", "sparsity", "control_accuracy", "selectivity"}
+    score = result.layers[0]
+    assert layer["settings"] == [[score.l1, score.l2]] and layer["fold_accuracies"] == [score.accuracy.value]
+    assert layer["fold_accuracy"]["n"] == 1
+
+
 def test_fixed_setting_and_no_control():
     layers, y, split, *_ = layered_data(seed=1)
-    result = probe_layers({"signal": layers["signal"]}, y, split, grid=[(1e-3, 0.0)], probe_params=FAST, n_resamples=50)
+    result = probe_layers({"signal": layers["signal"]}, y, split, grid=[(1e-3, 0.0)], options=FAST, n_resamples=50)
     (score,) = result.layers
     assert (score.l1, score.l2) == (1e-3, 0.0) and score.control_accuracy is None and score.selectivity is None
     assert score.accuracy.resampled == "examples"  # no groups given

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from speechprobe.probing import training
+from speechprobe.probing.options import TrainingOptions
 from speechprobe.probing.training import ProbeBank, train_probe_bank
 
 
@@ -68,7 +69,7 @@ def test_chunk_size_does_not_change_training(monkeypatch):
     X = rng.normal(size=(2, 300, 20)).astype(np.float32)
     y = (X[0, :, 0] + X[1, :, 1] > 0).astype(np.int64)
     args = (X[:, :250], y[:250], X[:, 250:], y[250:], 2, [1e-3, 0.0], [0.0, 1e-3])
-    kwargs = dict(input_index=[0, 1], max_epochs=4, batch_size=16, patience=None)
+    kwargs = dict(input_index=[0, 1], options=TrainingOptions(max_epochs=4, batch_size=16, patience=None))
     whole = train_probe_bank(*args, **kwargs)
     monkeypatch.setattr(training, "CHUNK_BYTES", 1)  # one mini-batch per Lightning step
     single = train_probe_bank(*args, **kwargs)
@@ -164,7 +165,8 @@ def test_ragged_training_equals_masked_bank(monkeypatch, neurox_loss):
     ks = [1, 2, 3, 5, 8, 13, 21, 34, 40]
     masks = _nested_masks(np.concatenate([[0, 1, 2, 5], rng.permutation(np.setdiff1d(np.arange(D), [0, 1, 2, 5]))]), ks)
     args = (X[:, :400], y[:400], X[:, 400:], y[400:], C, [1e-3] * len(ks), [1e-3] * len(ks))
-    kwargs = dict(feature_mask=masks, max_epochs=25, batch_size=32, lr=1e-2, patience=2, neurox_loss=neurox_loss)
+    kwargs = dict(feature_mask=masks,
+                  options=TrainingOptions(max_epochs=25, batch_size=32, lr=1e-2, patience=2, neurox_loss=neurox_loss))
     ragged = train_probe_bank(*args, **kwargs)
     monkeypatch.setattr(training, "RAGGED", False)
     masked = train_probe_bank(*args, **kwargs)
@@ -184,5 +186,5 @@ def test_masks_that_are_not_nested_train_as_a_masked_bank():
     y = (X[0, :, 0] > 0).astype(np.int64)
     masks = np.array([[1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0]], np.float32)
     bank = train_probe_bank(X[:, :50], y[:50], X[:, 50:], y[50:], 2, [0.0, 0.0], [0.0, 0.0], feature_mask=masks,
-                            max_epochs=1)
+                            options=TrainingOptions(max_epochs=1))
     assert type(bank) is ProbeBank

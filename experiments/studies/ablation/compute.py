@@ -17,7 +17,7 @@ import numpy as np
 
 from speechprobe.experiments.config import AblationSection
 from speechprobe.experiments.layout import ALL_LAYERS
-from speechprobe.experiments.runner import grid, probe_params, Run, task_arrays, unit_dir_name
+from speechprobe.experiments.runner import grid, Run, task_arrays, training_options, unit_dir_name
 from speechprobe.probing.ranking import layer_locations
 ABLATION_MODE = "mean"  # the ablation study's removal: mean ablation, in distribution (probing.ablation.MODES)
 
@@ -32,6 +32,7 @@ def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, met
     as ``ablation["mode"]``.
     """
     from speechprobe.probing.ablation import ablation_curve
+    from speechprobe.probing.options import TrainingOptions
     from speechprobe.probing.ranking import rank_neurons, rank_per_class
     from speechprobe.probing.ranking_check import check_ranking, minimal_versus_random
 
@@ -40,10 +41,10 @@ def analyse_neurons(probe: Any, X: np.ndarray, y: np.ndarray, split: Any, *, met
     tell(f"ranking {X.shape[1]} neurons ({method})")
     ranking = rank_neurons(probe, method, X=X[train], y=y[train])  # data for the methods that read it (path, probeless)
     tell("checking the ranking against random neurons")
-    check = check_ranking(X[train], y[train], X[val], y[val], X[test], y[test], ranking, probe_params=probe.get_params())
+    retrained = dict(l1=probe.l1, l2=probe.l2, options=TrainingOptions.from_probe(probe))  # the probe's own
+    check = check_ranking(X[train], y[train], X[val], y[val], X[test], y[test], ranking, **retrained)
     tell("searching the minimal subset, and random neurons' for comparison")
-    versus = minimal_versus_random(X[train], y[train], X[val], y[val], ranking, target=target,
-                                   probe_params=probe.get_params())
+    versus = minimal_versus_random(X[train], y[train], X[val], y[val], ranking, target=target, **retrained)
     minimal = versus.subset
     tell(f"ablation curves ({mode} ablation)")
     curves = ablation_curve(probe, X[test], y[test], ranking, mode=mode, retrain=(X[train], y[train], X[val], y[val]))
@@ -84,7 +85,7 @@ def ablation_unit(run: Run, encoder: str, task: str, layer: str) -> tuple[dict, 
             X = np.hstack(blocks)
             run.tell(f"ablation {encoder} / {task}: probing all {len(names)} layers at once ({X.shape[1]} neurons)")
             sweep = probe_layers({ALL_LAYERS: X}, arrays.labels, split, grid=grid(config), groups=arrays.groups,
-                                 probe_params=probe_params(config), seed=config.seed)
+                                 options=training_options(config), seed=config.seed)
             probe = sweep.probes[ALL_LAYERS]
         else:
             if layer not in store.layer_names:

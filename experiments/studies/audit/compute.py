@@ -35,6 +35,7 @@ def audit_unit(run: Run, section: AuditSection) -> tuple[dict, Path]:
     def compute():
         from speechprobe.probing.ablation import ablate
         from speechprobe.probing.fairness import group_gap
+        from speechprobe.probing.options import TrainingOptions
         from speechprobe.probing.probe import ElasticNetProbe
         from speechprobe.probing.ranking import overlap, rank_neurons
         from speechprobe.probing.ranking_check import check_ranking, minimal_versus_random
@@ -63,11 +64,11 @@ def audit_unit(run: Run, section: AuditSection) -> tuple[dict, Path]:
             y = arrays.labels
             probe = ElasticNetProbe.load(folder / unit["probe_dirs"][layer])
             ranking = rank_neurons(probe, method, X=X[split.train], y=y[split.train])
+            retrained = dict(l1=probe.l1, l2=probe.l2, options=TrainingOptions.from_probe(probe))  # the probe's own
             checks[task] = check_ranking(X[split.train], y[split.train], X[split.validation], y[split.validation],
-                                         X[split.test], y[split.test], ranking, probe_params=probe.get_params())
+                                         X[split.test], y[split.test], ranking, **retrained)
             versus[task] = minimal_versus_random(X[split.train], y[split.train], X[split.validation],
-                                                 y[split.validation], ranking, target=config.probe.target,
-                                                 probe_params=probe.get_params())
+                                                 y[split.validation], ranking, target=config.probe.target, **retrained)
             salient[task] = versus[task].subset
             probes[task], splits[task], labels[task] = probe, split, y
 

@@ -45,7 +45,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
 
     from speechprobe.experiments.arguments import load_source
     from speechprobe.experiments.studies.gradnap.figures import draw_gradnap
-    from speechprobe.experiments.arguments import (check_out, library_call, parse_probe_params, parse_strength,
+    from speechprobe.experiments.arguments import (check_out, library_call, parse_strength, parse_training_options,
                                                         progress, resolve_layers)
     from speechprobe.experiments.runner import encoder_store
     from speechprobe.io import write_json
@@ -54,7 +54,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     l1 = parse_strength("--l1", args.l1)
     l2 = parse_strength("--l2", args.l2)
-    probe_params = parse_probe_params(args)
+    options = parse_training_options(args).replace(seed=args.seed)  # --seed seeds the probes too
     if args.folds < 3:
         raise SpeechprobeError(f"--folds {args.folds} must be at least 3 (train, validation and test parts)")
     if args.permutations < 99:
@@ -84,7 +84,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
          f"{len(splits)} folds, {len(labels)} utterances")
     results, profiles = library_call("gradnap", lambda: gradnap_layers(
         layers, labels, groups, splits, blocks=blocks, settings={name: (l1, l2) for name in names},
-        probe_params=probe_params, seed=args.seed, n_permutations=args.permutations, tell=tell))
+        options=options, seed=args.seed, n_permutations=args.permutations, tell=tell))
     results = {"encoder": args.encoder, "task": task.name, "groups_column": column, "store": str(store.path),
                "corpus": args.corpus, "folds": args.folds, "seed": args.seed, "n_utterances": int(len(labels)),
                "relevance": "activation x d log p(predicted class) / d activation, cross-fitted over the folds",

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from speechprobe.experiments.config import SweepSection
-from speechprobe.experiments.runner import probe_params, Run, task_arrays, unit_dir_name
+from speechprobe.experiments.runner import Run, task_arrays, training_options, unit_dir_name
 from speechprobe.experiments.studies.sweep.compute import sweep_unit
 
 def gradnap_unit(run: Run, encoder: str, task: str) -> tuple[dict, Path]:
@@ -35,8 +35,10 @@ def gradnap_unit(run: Run, encoder: str, task: str) -> tuple[dict, Path]:
         probes = {name: {0: ElasticNetProbe.load(sweep_path / folder)} for name, folder in sweep_data["probe_dirs"].items()}
         blocks = index["speaker"].astype(str).to_numpy() if "speaker" in index.columns else None
         run.tell(f"gradnap {encoder} / {task}: {len(layers)} layers x {len(splits)} folds")
+        # the other folds' probes are seeded with the run's seed (what the cached units were computed with)
+        options = training_options(config).replace(seed=config.seed)
         result, profiles = gradnap_layers(layers, arrays.labels, arrays.labels, splits, blocks=blocks, settings=settings,
-                                          probe_params=probe_params(config), seed=config.seed, probes=probes, tell=run.tell)
+                                          options=options, seed=config.seed, probes=probes, tell=run.tell)
         data = {"encoder": encoder, "task": arrays.name, "groups_column": column, "n_utterances": int(len(arrays.labels)),
                 "folds": len(splits), **result}
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from speechprobe.experiments.arguments import (check_out, library_call, open_store, parse_grid, parse_probe_params,
-                                               progress, resolve_layers)
+from speechprobe.experiments.arguments import (check_out, library_call, open_store, parse_grid,
+                                               parse_training_options, progress, resolve_layers)
 from speechprobe.experiments.layout import CONTROL_PROBES_DIR, probe_dir_names, PROBES_DIR, RESULTS
 from speechprobe.experiments.runner import command_task
 from speechprobe.experiments.writing import compact_number, num_or_dash
@@ -17,7 +17,7 @@ from speechprobe.io import write_directory, write_json
 
 def cmd_probe(args: argparse.Namespace) -> int:
     grid = parse_grid(args)
-    probe_params = parse_probe_params(args)
+    options = parse_training_options(args)
     out = check_out(args.out)
     store = open_store(args.store)
     layer_names = resolve_layers(store, args.layers)
@@ -28,7 +28,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     layers = {name: store.layer(name) for name in layer_names}
     sweep = library_call(f"task {data.task.name}", lambda: probe_layers(
         layers, data.labels, data.split, grid=DEFAULT_GRID if grid is None else grid, groups=data.groups,
-        control_labels=data.control_labels, control_split=data.control_split, probe_params=probe_params,
+        control_labels=data.control_labels, control_split=data.control_split, options=options,
         seed=args.seed, progress=progress(args)))
 
     dirs = probe_dir_names(layer_names)
@@ -42,7 +42,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         "n_utterances": len(data.labels),
         "split": data.sizes(),
         "control": data.control_labels is not None,
-        "probe_params": sweep.probes[layer_names[0]].get_params(),
+        "probe_params": sweep.probes[layer_names[0]].get_params(),  # the first layer's probe: l1, l2 and options
+        "training_options": options.as_dict(),
         **sweep.as_dict(),
         **({"selectivity_note": data.control_note} if data.control_note else {}),
         "probe_dirs": {name: f"{PROBES_DIR}/{dirs[name]}" for name in layer_names},

@@ -19,20 +19,21 @@ import pandas as pd
 
 from speechprobe.experiments.config import SweepSection
 from speechprobe.experiments.layout import CONTROL_PROBES_DIR, PREDICTIONS, PROBES_DIR
-from speechprobe.experiments.runner import baselines_of, grid, probe_params, Run, task_arrays, unit_dir_name
+from speechprobe.experiments.runner import baselines_of, grid, Run, task_arrays, training_options, unit_dir_name
 from speechprobe.experiments.studies.sweep.results import selectivity_note
 from speechprobe.probing.ranking import top_counts, TOP_FRACTION
 
 
 def _salient(layers: dict[str, np.ndarray], labels: np.ndarray, split: Any, l1: float, l2: float,
-             params: dict, seed: int) -> dict:
-    """Where the top neurons of a probe on every layer at once live (counts per layer)."""
+             options: Any) -> dict:
+    """Where the top neurons of a probe (penalty l1, l2; TrainingOptions ``options``) on every layer at once
+    live (counts per layer)."""
     from speechprobe.probing.probe import ElasticNetProbe
     from speechprobe.probing.ranking import rank_neurons
 
     names = list(layers)
     X = np.hstack([layers[name] for name in names])
-    probe = ElasticNetProbe(l1=l1, l2=l2, seed=seed, **params).fit(
+    probe = ElasticNetProbe(l1, l2, **options.as_dict()).fit(
         X[split.train], labels[split.train], X[split.validation], labels[split.validation])
     widths = [layers[name].shape[1] for name in names]
     # the training split's features and labels: what the rankings that read data (path, probeless) need
@@ -61,9 +62,12 @@ def sweep_unit(run: Run, encoder: str, task: str, role: str = "model") -> tuple[
         cv = cross_validate_layers(
             layers, arrays.labels, arrays.splits, grid=settings, groups=arrays.groups,
             control_labels=arrays.control_labels, control_split=arrays.control_split,
-            probe_params=probe_params(config), n_resamples=config.probe.n_resamples, seed=config.seed)
+            options=training_options(config), n_resamples=config.probe.n_resamples, seed=config.seed)
         best = next(s for s in cv.layers if s.layer == cv.best_layer)
-        salient = _salient(layers, arrays.labels, arrays.splits[0], *best.settings[0], probe_params(config), config.seed)
+        # the all-layers probe is seeded with the run's seed (the sweep's probes keep the options' seed 0):
+        # what the cached units were computed with
+        salient = _salient(layers, arrays.labels, arrays.splits[0], best.l1, best.l2,
+                           training_options(config).replace(seed=config.seed))
         index = store.index
         data = {
             "encoder": encoder,
