@@ -8,6 +8,8 @@ front ends, packed LSTMs).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import hashlib
 import os
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ class SpeechEncoder(nn.Module):
     - `layer_names`, `layer_dims`: every readable layer, input side first; names say exactly what
       each is (e.g. "block4" vs "block4.final_layer_norm").
     - `min_samples`: the shortest input that gives at least one frame in every layer.
+    - `max_samples`: the longest input one forward pass takes (Whisper: its 30 s window), or None; extraction
+      encodes longer utterances in windows (`encoders.windows`).
     """
 
     name: str
@@ -44,6 +48,7 @@ class SpeechEncoder(nn.Module):
     layer_names: tuple[str, ...]
     layer_dims: tuple[int, ...]
     min_samples: int
+    max_samples: Optional[int] = None
 
     def forward(self, waves: Tensor, lengths: Tensor) -> EncoderOutput:  # pragma: no cover - abstract
         """`waves` (batch, samples) float32, zero-padded on the right; `lengths` (batch,) real samples."""

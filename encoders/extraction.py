@@ -19,7 +19,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -34,6 +34,7 @@ from speechprobe.encoders.choices import DTYPES, POOLINGS, PRECISIONS
 from speechprobe.encoders.pooling import pool, pooled_dim
 from speechprobe.encoders.resample import resample_rows
 from speechprobe.encoders.store import StoreSettings, StoreWriter
+from speechprobe.encoders.windows import effective_window, encode
 from speechprobe.tasks.corpus import Corpus
 from speechprobe.tasks.errors import CorpusError
 
@@ -131,10 +132,11 @@ class ExtractionData(pl.LightningDataModule):
 class ExtractionModule(pl.LightningModule):
     """Wraps a frozen encoder: one forward pass per batch, every chosen layer pooled on the device."""
 
-    def __init__(self, encoder: SpeechEncoder, layers: Sequence[int], pooling: str) -> None:
+    def __init__(self, encoder: SpeechEncoder, layers: Sequence[int], pooling: str,
+                 window: Optional[int] = None) -> None:
         super().__init__()
         self.encoder = encoder
-        self.layers, self.pooling = list(layers), pooling
+        self.layers, self.pooling, self.window = list(layers), pooling, window
 
     def on_predict_start(self) -> None:
         # CPU processes share the cores: more torch threads than cores stall every op (measured 10x).
@@ -146,7 +148,7 @@ class ExtractionModule(pl.LightningModule):
             raise CorpusError(batch["errors"][0])
         waves, lengths = resample_rows(batch["waves"], batch["lengths"], batch["rates"], self.encoder.sample_rate)
         try:
-            output = self.encoder(waves, lengths)
+            output = encode(self.encoder, waves, lengths, self.window, batch_size=len(batch["indices"]))
         except torch.OutOfMemoryError:
             raise EncoderError(f"out of memory on a batch of {len(batch['indices'])} utterances of up to "
                                f"{waves.shape[1] / self.encoder.sample_rate:.1f} s; "
@@ -216,8 +218,11 @@ class ExtractionResult:
 def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling: str = "mean",
             layers: Sequence[str] | None = None, batch_size: int = 16, devices: int = 1, accelerator: str = "auto",
             precision: str = "32", dtype: str = "float32", num_workers: int = 0,
-            progress: bool = True) -> ExtractionResult:
+            window_seconds: Optional[float] = None, progress: bool = True) -> ExtractionResult:
     """Extract (or reuse, or resume) the store at `out` for `corpus` through `encoder`.
+
+    An utterance longer than the encoder's window (Whisper: 30 s) or than `window_seconds` is encoded in
+    equal windows whose frames are pooled together (`encoders.windows`): every real frame counts once.
 
     The store's lock is held while it is written: a second extraction into it fails at once, naming the
     process that holds it. Ctrl-C raises KeyboardInterrupt; committed shards stay, so the next run
@@ -232,11 +237,18 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
     if batch_size < 1 or devices < 1:
         raise EncoderError("--batch-size and --devices must be at least 1")
     positions = resolve_layers(encoder, layers)
+    try:
+        window = effective_window(encoder, window_seconds)
+    except ValueError as error:
+        raise EncoderError(f"--window: {error}") from None
+    lengths = np.ceil(corpus.durations() * encoder.sample_rate).astype(np.int64)
+    if window is not None and not (lengths > window).any():
+        window = None  # nothing is cut: the numbers (and so the store's key) are those of whole utterances
     settings = StoreSettings(
         encoder=encoder.name, weights_hash=encoder.weights_hash(), corpus_fingerprint=corpus.fingerprint(),
         utterances=len(corpus), pooling=pooling, dtype=dtype,
         layers=tuple(encoder.layer_names[p] for p in positions),
-        layer_dims=tuple(pooled_dim(encoder.layer_dims[p], pooling) for p in positions))
+        layer_dims=tuple(pooled_dim(encoder.layer_dims[p], pooling) for p in positions), window=window)
     writer = StoreWriter(Path(out), settings)
     if writer.cached():  # read-only: a complete store is reused without taking its lock
         return ExtractionResult(Path(out), True, True, settings)
@@ -245,12 +257,12 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
             return ExtractionResult(Path(out), True, True, settings)
         if writer.notice:
             print(f"speechprobe: {out}: {writer.notice}", file=sys.stderr, flush=True)
-        lengths = np.ceil(corpus.durations() * encoder.sample_rate).astype(np.int64)
         _check_lengths(corpus, lengths, encoder)
         pending = len(corpus) - len(writer.done_indices())
         if pending and not _predict(corpus, encoder, writer, positions, lengths, pending, pooling=pooling,
                                     batch_size=batch_size, devices=devices, accelerator=accelerator,
-                                    precision=precision, dtype=dtype, num_workers=num_workers, progress=progress):
+                                    precision=precision, dtype=dtype, num_workers=num_workers, window=window,
+                                    progress=progress):
             return ExtractionResult(Path(out), False, False, settings)
         writer.finalize(corpus.metadata, {"corpus_source": corpus.source, "sample_rate": encoder.sample_rate,
                                           "encoder_info": encoder.describe()})
@@ -265,7 +277,7 @@ def _is_launching_process() -> bool:
 
 def _predict(corpus: Corpus, encoder: SpeechEncoder, writer: StoreWriter, positions: list[int], lengths: np.ndarray,
              pending: int, *, pooling: str, batch_size: int, devices: int, accelerator: str, precision: str,
-             dtype: str, num_workers: int, progress: bool) -> bool:
+             dtype: str, num_workers: int, window: Optional[int], progress: bool) -> bool:
     """Run the pending utterances through `Trainer.predict`; True on the main process."""
     _quiet_lightning()
     try:
@@ -277,7 +289,7 @@ def _predict(corpus: Corpus, encoder: SpeechEncoder, writer: StoreWriter, positi
     except (ValueError, RuntimeError, MisconfigurationException) as error:  # e.g. 16-mixed or GPUs on a CPU
         raise EncoderError(f"cannot run on --accelerator {accelerator} --devices {devices} "
                            f"--precision {precision}: {' '.join(str(error).split())}") from None
-    module = ExtractionModule(encoder, positions, pooling)
+    module = ExtractionModule(encoder, positions, pooling, window)
     data = ExtractionData(corpus, writer, lengths, batch_size, num_workers)
     sigint = signal.getsignal(signal.SIGINT)
     try:

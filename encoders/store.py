@@ -30,7 +30,7 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -58,9 +58,13 @@ class StoreSettings:
     dtype: str
     layers: tuple[str, ...]
     layer_dims: tuple[int, ...]  # pooled dims, as stored
+    # samples per window, set only when some utterance was longer than it (encoded in windows, frames joined)
+    window: Optional[int] = None
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        # a setting left at None is left out, so stores written before it existed keep their keys
+        plain = {name: value for name, value in asdict(self).items() if value is not None}
+        return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         return (f"encoder {self.encoder} ({self.weights_hash}), corpus {self.corpus_fingerprint}, "

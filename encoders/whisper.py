@@ -19,8 +19,9 @@ Layers: `conv` (the two GELU convolutions plus positional embedding: the transfo
 `block1`..`blockN` (each encoder layer's raw output) and `blockN.final_layer_norm` (transformers'
 `last_hidden_state`, after the encoder's final LayerNorm).
 
-Inputs longer than the 30 s window raise `EncoderError` rather than being truncated: a silently
-shortened utterance would give a vector that no longer describes the audio it is labelled with.
+One forward pass refuses inputs longer than the 30 s window (`EncoderError`) rather than truncating them:
+a silently shortened utterance would give a vector that no longer describes the audio it is labelled with.
+Extraction encodes longer utterances in windows and pools all their frames (`encoders.windows`).
 """
 from __future__ import annotations
 

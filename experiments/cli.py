@@ -134,7 +134,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         result = extract(corpus, encoder, out, pooling=args.pooling, layers=args.layers,
                          batch_size=args.batch_size, devices=args.devices, accelerator=args.accelerator,
                          precision=args.precision, dtype=args.dtype, num_workers=args.workers,
-                         progress=not args.quiet)
+                         window_seconds=args.window, progress=not args.quiet)
     if result.is_main_process:
         verb = "reused cached" if result.reused else "wrote"
         print(f"{verb} store {result.path}: {encoder.name}, {len(corpus)} utterances, "
@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--precision", default="32", help="32, 16-mixed (GPU) or bf16-mixed")
     extract.add_argument("--dtype", default="float32", choices=DTYPES, help="storage type of the arrays")
     extract.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding audio")
+    extract.add_argument("--window", type=float, metavar="SECONDS",
+                         help="encode utterances longer than this in equal windows, pooling all their frames "
+                              "(Whisper always: 30 s; default: whole utterances)")
     extract.add_argument("--trust-remote-code", action="store_true",
                          help="let hf: models run code from their repository (off by default)")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
