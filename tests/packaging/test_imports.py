@@ -125,7 +125,8 @@ def test_nothing_imports_the_cli() -> None:
 @pytest.mark.parametrize("where", ["tests", "benchmarks", "speechprobe", *FOLDERS])
 def test_only_the_speechprobe_name_is_imported(where: str) -> None:
     offenders = [f"{path.relative_to(ROOT)}: {match.group(0).strip()}"
-                 for path in (ROOT / where).rglob("*.py") if "__pycache__" not in path.parts
+                 for path in (ROOT / where).rglob("*.py")
+                 if "__pycache__" not in path.parts and not any(part.startswith(".") for part in path.parts)
                  for match in OLD_NAME.finditer(path.read_text())]
     assert not offenders, "\n".join(offenders)
 
