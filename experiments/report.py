@@ -34,7 +34,7 @@ blockquote{border-left:4px solid #9ab;margin:1em 0;padding:.2em 1em;background:#
 
 
 # --------------------------------------------------------------------------------------------------
-# numbers as text
+# the run header
 
 
 def _first_interval(results: dict) -> Optional[dict]:
@@ -48,10 +48,6 @@ def _first_interval(results: dict) -> Optional[dict]:
         elif isinstance(item, list):
             stack.extend(item)
     return None
-
-
-# --------------------------------------------------------------------------------------------------
-# run header
 
 
 def _probe_config(results: dict) -> dict:
@@ -131,10 +127,6 @@ def how_to_read(results: dict) -> str:
             "accuracy of a probe trained on a control task (labels that carry no property): high selectivity "
             "means the probe reads the property rather than memorising. Majority is the accuracy of always "
             "answering the training folds' most frequent class.")
-
-
-# --------------------------------------------------------------------------------------------------
-# figures in markdown
 
 
 # --------------------------------------------------------------------------------------------------

@@ -170,3 +170,15 @@ def num_or_dash(value: float | None, digits: int = 3) -> str:
 
 def compact_number(value: float) -> str:
     return "0" if value == 0 else f"{value:g}"
+
+
+def vs_majority(interval: dict, majority: Any) -> str:
+    """Where the accuracy interval lies relative to the majority baseline."""
+    low, high = interval.get("low"), interval.get("high")
+    if not finite(majority):
+        return ""
+    if finite(low) and low > majority:
+        return f"above the majority baseline {num(majority)} (its interval excludes it)"
+    if finite(high) and high < majority:
+        return f"below the majority baseline {num(majority)}"
+    return f"not distinguishable from the majority baseline {num(majority)} (its interval includes it)"

@@ -4,10 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from speechprobe.experiments.studies.sweep.report import vs_majority
 from speechprobe.experiments.writing import (ablation_mode_words, check_sentences, check_table, finite, ival,
                                              join_words, md_table, num, p_value_text, pct, removal_verdict,
-                                             section_md, signed, value, versus_random)
+                                             section_md, signed, value, versus_random, vs_majority)
 
 ALPHA = 0.05  # an overlap is "above chance" when its hypergeometric p-value is below this
 

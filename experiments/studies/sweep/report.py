@@ -2,24 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from speechprobe.experiments.plotting import safe_name
 from speechprobe.experiments.studies.sweep.results import (best_layer_of, by_layer, model_encoders, model_units,
                                                            selectivity_note, sweep_tasks, twin_unit, unit_of)
 from speechprobe.experiments.writing import (bullets, figures_block, finite, ival, join_words, md_table, NA, num,
-                                             pct, signed, value)
-
-def vs_majority(interval: dict, majority: Any) -> str:
-    """Where the accuracy interval lies relative to the majority baseline."""
-    low, high = interval.get("low"), interval.get("high")
-    if not finite(majority):
-        return ""
-    if finite(low) and low > majority:
-        return f"above the majority baseline {num(majority)} (its interval excludes it)"
-    if finite(high) and high < majority:
-        return f"below the majority baseline {num(majority)}"
-    return f"not distinguishable from the majority baseline {num(majority)} (its interval includes it)"
+                                             pct, signed, value, vs_majority)
 
 
 def peak_sentence(unit: dict) -> str:
