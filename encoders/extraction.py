@@ -241,9 +241,11 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
         window = effective_window(encoder, window_seconds)
     except ValueError as error:
         raise EncoderError(f"--window: {error}") from None
-    lengths = np.ceil(corpus.durations() * encoder.sample_rate).astype(np.int64)
-    if window is not None and not (lengths > window).any():
-        window = None  # nothing is cut: the numbers (and so the store's key) are those of whole utterances
+    lengths: Optional[np.ndarray] = None  # read only when needed: without a duration column it means reading every file's header
+    if window is not None:
+        lengths = _sample_lengths(corpus, encoder)
+        if not (lengths > window).any():
+            window = None  # nothing is cut: the numbers (and so the store's key) are those of whole utterances
     settings = StoreSettings(
         encoder=encoder.name, weights_hash=encoder.weights_hash(), corpus_fingerprint=corpus.fingerprint(),
         utterances=len(corpus), pooling=pooling, dtype=dtype,
@@ -257,6 +259,8 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
             return ExtractionResult(Path(out), True, True, settings)
         if writer.notice:
             print(f"speechprobe: {out}: {writer.notice}", file=sys.stderr, flush=True)
+        if lengths is None:
+            lengths = _sample_lengths(corpus, encoder)
         _check_lengths(corpus, lengths, encoder)
         pending = len(corpus) - len(writer.done_indices())
         if pending and not _predict(corpus, encoder, writer, positions, lengths, pending, pooling=pooling,
@@ -314,6 +318,11 @@ def _quiet_lightning() -> None:
     """Lightning's start-up banner (GPU available, tips) is noise in a command's output."""
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def _sample_lengths(corpus: Corpus, encoder: SpeechEncoder) -> np.ndarray:
+    """Each utterance's length in samples at the encoder's rate."""
+    return np.ceil(corpus.durations() * encoder.sample_rate).astype(np.int64)
 
 
 def _check_lengths(corpus: Corpus, lengths: np.ndarray, encoder: SpeechEncoder) -> None:

@@ -10,6 +10,12 @@ from functools import lru_cache
 import numpy as np
 from scipy.fft import dct
 
+# The front end's settings, shared with the `mfcc` encoder (encoders/mfcc_encoder.py), which computes the same
+# frames batched in torch.
+SAMPLE_RATE, N_FFT, N_MFCC, N_MELS = 16000, 512, 20, 40
+WINDOW_S, HOP_S = 0.025, 0.010
+LOG_OFFSET = 1e-10  # log(power + LOG_OFFSET): silence stays finite
+
 
 def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
@@ -30,18 +36,18 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 20.
     return np.maximum(0.0, np.minimum(rising, falling))
 
 
-def mfcc(wave: np.ndarray, sample_rate: int = 16000, n_mfcc: int = 20, n_mels: int = 40) -> np.ndarray:
+def mfcc(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, n_mfcc: int = N_MFCC, n_mels: int = N_MELS) -> np.ndarray:
     """(frames, n_mfcc) coefficients of a mono waveform."""
-    win, hop, n_fft = int(0.025 * sample_rate), int(0.010 * sample_rate), 512
+    win, hop, n_fft = int(WINDOW_S * sample_rate), int(HOP_S * sample_rate), N_FFT
     wave = np.asarray(wave, dtype=np.float64)
     if len(wave) < win:
         wave = np.pad(wave, (0, win - len(wave)))
     frames = np.lib.stride_tricks.sliding_window_view(wave, win)[::hop] * np.hanning(win)
     power = np.abs(np.fft.rfft(frames, n_fft)) ** 2
-    log_mel = np.log(power @ mel_filterbank(sample_rate, n_fft, n_mels).T + 1e-10)
+    log_mel = np.log(power @ mel_filterbank(sample_rate, n_fft, n_mels).T + LOG_OFFSET)
     return dct(log_mel, type=2, norm="ortho", axis=1)[:, :n_mfcc]
 
 
-def mfcc_mean(wave: np.ndarray, sample_rate: int = 16000, n_mfcc: int = 20) -> np.ndarray:
+def mfcc_mean(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, n_mfcc: int = N_MFCC) -> np.ndarray:
     """The utterance-level MFCC-mean vector, the classic baseline representation."""
     return mfcc(wave, sample_rate, n_mfcc).mean(axis=0)

@@ -22,14 +22,10 @@ from scipy.fft import dct
 from torch import Tensor
 
 from speechprobe.encoders.base import EncoderError, EncoderOutput, SpeechEncoder
-from speechprobe.encoders.mfcc import mel_filterbank
+from speechprobe.encoders.mfcc import HOP_S, LOG_OFFSET, N_FFT, N_MELS, N_MFCC, SAMPLE_RATE, WINDOW_S, mel_filterbank
 
 NAME = "mfcc"
-SAMPLE_RATE = 16000
-N_FFT = 512
-N_MFCC, N_MELS = 20, 40
 DELTA_WIDTH = 2  # HTK's default regression window (+-2 frames)
-LOG_OFFSET = 1e-10  # as encoders.mfcc: log(power + 1e-10)
 
 
 def weights_available() -> bool:
@@ -66,7 +62,7 @@ class MFCCEncoder(SpeechEncoder):
             raise EncoderError(f"{NAME}: n_mfcc must be between 1 and n_mels ({n_mels}), got {n_mfcc}")
         self.name = NAME
         self.sample_rate = sample_rate
-        self.window_length, self.hop = int(0.025 * sample_rate), int(0.010 * sample_rate)
+        self.window_length, self.hop = int(WINDOW_S * sample_rate), int(HOP_S * sample_rate)
         self.feature_hop = self.hop
         self.min_samples = self.window_length  # one whole window of real audio
         self.layer_names = ("mfcc", "mfcc+deltas")

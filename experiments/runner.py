@@ -26,7 +26,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
@@ -404,7 +404,7 @@ def task_arrays(store: Any, task_name: str, *, folds: int, seed: int, control: b
     only: its test part already holds every speaker, and more folds would multiply the run's most
     expensive probes (one output per speaker) for no new speaker.
     """
-    from speechprobe.tasks.splits import control_labels, control_split, cross_validation_splits
+    from speechprobe.tasks.splits import cross_validation_splits
     from speechprobe.tasks.tasks import get_task, task_labels
 
     index = store.index
@@ -414,11 +414,15 @@ def task_arrays(store: Any, task_name: str, *, folds: int, seed: int, control: b
     if task.split_policy != "speaker_disjoint":
         splits = splits[:1]
     groups = index["speaker"].astype(str).to_numpy() if "speaker" in index.columns else None
-    c_labels = c_split = None
-    if control:
-        c_labels = control_labels(index, task, seed=seed)
-        c_split = control_split(index, seed=seed, folds=folds)
+    c_labels, c_split = _control_task(index, task, seed=seed, folds=folds) if control else (None, None)
     return TaskArrays(task, labels, splits, groups, c_labels, c_split)
+
+
+def _control_task(index: Any, task: Any, *, seed: int, folds: int) -> tuple[np.ndarray, Any]:
+    """The task's control labels and the within-speaker split they are scored on."""
+    from speechprobe.tasks.splits import control_labels, control_split
+
+    return control_labels(index, task, seed=seed), control_split(index, seed=seed, folds=folds)
 
 
 def command_task(store: Any, task_name: str, *, seed: int, control: bool, folds: int = 5) -> TaskArrays:
@@ -428,9 +432,10 @@ def command_task(store: Any, task_name: str, *, seed: int, control: bool, folds:
     if not control or data.control_note is not None:
         return data
     try:
-        return task_arrays(store, task_name, folds=folds, seed=seed, control=True)
+        c_labels, c_split = _control_task(store.index, data.task, seed=seed, folds=folds)
     except CorpusError as error:
         raise CorpusError(f"{error} (or skip it with --no-control)") from error
+    return replace(data, control_labels=c_labels, control_split=c_split)
 
 
 def training_options(config: RunConfig) -> "TrainingOptions":

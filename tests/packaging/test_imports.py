@@ -145,3 +145,14 @@ def test_the_public_api_resolves() -> None:
     for name in speechprobe.__all__:
         value = getattr(speechprobe, name)
         assert value.__module__.startswith("speechprobe."), name
+
+
+def test_the_static_imports_list_the_same_api() -> None:
+    """`speechprobe/__init__.py` names its API twice (the lazy table, and imports for static tools): same names,
+    same modules, so an editor never offers a name that fails at run time or misses one that works."""
+    import speechprobe
+
+    tree = ast.parse((ROOT / "speechprobe" / "__init__.py").read_text())
+    block = next(node for node in tree.body if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test))
+    static = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert static == speechprobe._API
