@@ -99,20 +99,54 @@ def parse_target(text: str) -> float:
     return value
 
 
+def add_compute_options(parser: argparse.ArgumentParser) -> None:
+    """--accelerator, --device and --memory: where probes train and how much memory one batched fit may hold
+    (they change how fast, not what)."""
+    from speechprobe.probing.options import ACCELERATORS
+
+    parser.add_argument("--accelerator", choices=ACCELERATORS, metavar="NAME",
+                        help=f"where probes train: {', '.join(ACCELERATORS)} (default auto: a GPU where there is one)")
+    parser.add_argument("--device", type=int, metavar="INDEX", help="which device of the accelerator (default its first)")
+    parser.add_argument("--memory", metavar="SIZE",
+                        help="the most memory one batched probe fit holds, e.g. 8G (default: half the available memory)")
+
+
+def compute_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The compute flags given, as a config's ``compute`` section (absent flags: the config's or the defaults)."""
+    settings = {key: getattr(args, key, None) for key in ("accelerator", "device", "memory")}
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def parse_memory(args: argparse.Namespace) -> "int | None":
+    """--memory in bytes (None: the default budget); a clear error for what is not a size."""
+    from speechprobe.probing.budget import parse_size
+
+    if getattr(args, "memory", None) is None:
+        return None
+    try:
+        return parse_size(args.memory)
+    except ValueError as error:
+        raise SpeechprobeError(f"--memory: {error}") from None
+
+
 def parse_training_options(args: argparse.Namespace) -> "TrainingOptions":
     """How every probe a command trains is trained (a :class:`probing.options.TrainingOptions`): ``--max-epochs``,
-    the rest the defaults (probes retrained from a fitted one take over that probe's options)."""
+    ``--accelerator`` and ``--device``, the rest the defaults (probes retrained from a fitted one take over that
+    probe's options)."""
     from speechprobe.probing.options import TrainingOptions
 
+    where = {key: getattr(args, key) for key in ("accelerator", "device") if getattr(args, key, None) is not None}
+    if where.get("device", 0) < 0:
+        raise SpeechprobeError(f"--device {where['device']} must be a device index >= 0")
     if args.max_epochs is None:
-        return TrainingOptions()
+        return TrainingOptions(**where)
     try:
         epochs = int(args.max_epochs)
     except ValueError:
         raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} is not a whole number") from None
     if epochs < 1:
         raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} must be at least 1")
-    return TrainingOptions(max_epochs=epochs)
+    return TrainingOptions(max_epochs=epochs, **where)
 
 
 def check_out(out: str) -> Path:

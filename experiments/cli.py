@@ -17,7 +17,7 @@ from typing import Sequence
 
 from speechprobe.encoders.errors import EncoderError
 from speechprobe.errors import SpeechprobeError
-from speechprobe.experiments.arguments import add_corpus_source, load_source
+from speechprobe.experiments.arguments import add_compute_options, add_corpus_source, load_source
 from speechprobe.io import check_writable, naming, write_atomically
 from speechprobe.tasks.errors import CorpusError
 
@@ -189,6 +189,7 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, control task and bootstrap")
     parser.add_argument("--max-epochs", metavar="N",
                         help="training epochs per probe at most (early stopping on validation; default 100)")
+    add_compute_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 

@@ -26,10 +26,10 @@ from speechprobe.encoders.choices import POOLINGS
 from speechprobe.errors import SpeechprobeError
 from speechprobe.probing.choices import (ABLATION_MODES, DEFAULT_ABLATION_MODE, DEFAULT_RANKING, RANKING_METHODS,
                                          SIMILARITY_MEASURES)
-from speechprobe.probing.options import TrainingOptions
+from speechprobe.probing.options import ACCELERATORS, TrainingOptions
 from speechprobe.tasks.catalog import PRESET_NAMES
 
-__all__ = ["AblationSection", "AttributionSection", "AuditSection", "ProbeSettings", "RunConfig", "SweepSection", "load_config",
+__all__ = ["AblationSection", "AttributionSection", "AuditSection", "ComputeSettings", "ProbeSettings", "RunConfig", "SweepSection", "load_config",
            "parse_config"]
 
 # The single source of every choice list and default a user sets: this schema. Lists owned by a lower layer
@@ -80,6 +80,26 @@ class ProbeSettings(_Section):
                 if not (math.isfinite(l1) and math.isfinite(l2) and l1 >= 0 and l2 >= 0):
                     raise ValueError(f"grid pair [{l1}, {l2}]: strengths must be finite and >= 0")
         return grid
+
+
+class ComputeSettings(_Section):
+    """Where and within how much memory the run's probes train: it changes how fast, not what (up to float
+    rounding), so a run folder's results stay valid when these change."""
+
+    accelerator: Literal[ACCELERATORS] = Field(
+        "auto", description="where probes train: auto (a GPU where there is one), cpu, gpu, cuda or mps")
+    device: Optional[int] = Field(None, ge=0, description="which device of the accelerator (default its first)")
+    memory: Optional[str | int] = Field(
+        None, description="the most memory one batched probe fit holds, e.g. 8G (default: half the available memory)")
+
+    @field_validator("memory")
+    @classmethod
+    def _size(cls, memory):
+        if memory is not None:
+            from speechprobe.probing.budget import parse_size  # numpy: not on every --help
+
+            parse_size(memory)  # its ValueError names the value
+        return memory
 
 
 class AttributionSection(_Section):
@@ -141,6 +161,7 @@ class RunConfig(_Section):
     seed: int = 0
     logger: tuple[Literal[LOGGER_NAMES], ...] = DEFAULT_LOGGERS
     probe: ProbeSettings = ProbeSettings()
+    compute: ComputeSettings = ComputeSettings()
     sweep: Optional[SweepSection] = None
     audit: Optional[AuditSection] = None
     ablation: Optional[AblationSection] = None

@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from speechprobe.errors import SpeechprobeError
-from speechprobe.experiments.arguments import add_corpus_source, column_map
+from speechprobe.experiments.arguments import add_compute_options, add_corpus_source, column_map, compute_settings
 from speechprobe.experiments.config import (DEFAULT_LOGGERS, load_config, LOGGER_NAMES, parse_config, PRESET_NAMES,
                                             SIMILARITY_MEASURES)
 
@@ -40,6 +40,8 @@ def _common(args: argparse.Namespace, default_name: str) -> dict[str, Any]:
         probe["max_epochs"] = args.max_epochs
     if probe:
         data["probe"] = probe
+    if compute_settings(args):
+        data["compute"] = compute_settings(args)
     return data
 
 
@@ -57,8 +59,11 @@ def _baselines(text: str | None) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if args.out:
-        config = parse_config({**config.as_plain(), "out": args.out}, args.config)
+    compute = compute_settings(args)
+    if args.out or compute:
+        plain = config.as_plain()
+        config = parse_config({**plain, **({"out": args.out} if args.out else {}),
+                               "compute": {**plain.get("compute", {}), **compute}}, args.config)
     from speechprobe.experiments.execute import execute
 
     execute(config, quiet=args.quiet)
@@ -105,6 +110,7 @@ def add_parsers(sub: Any) -> None:
                                      "finished parts.")
     run.add_argument("config", metavar="CONFIG.yaml")
     run.add_argument("--out", metavar="DIR", help="run folder (default: the config's out, or data/runs/<name>)")
+    add_compute_options(run)
     run.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")
     run.set_defaults(func=cmd_lazy("speechprobe.experiments.run_commands", "cmd_run"))
 
@@ -119,6 +125,7 @@ def add_parsers(sub: Any) -> None:
         parser.add_argument("--seed", type=int, default=0, help="splits, control task, bootstrap (default 0)")
         parser.add_argument("--folds", type=int, help="speaker folds of the cross-validation (default 5)")
         parser.add_argument("--max-epochs", type=int, help="training epochs per probe at most (default 100)")
+        add_compute_options(parser)
         parser.add_argument("--logger", default=",".join(DEFAULT_LOGGERS),
                             help=f"none, or any of {','.join(LOGGER_NAMES[1:])} (default {','.join(DEFAULT_LOGGERS)})")
         parser.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")

@@ -73,8 +73,9 @@ def _first_difference(a: Any, b: Any, where: str = "") -> Optional[str]:
     return None if a == b else (where or "(top level)")
 
 
-# Keys that change how a run is shown or logged, not its numbers: a rerun may change them freely.
-_PRESENTATION_KEYS = ("logger", "out")
+# Keys that change how a run is shown, logged or computed, not its numbers (where and within how much memory
+# probes train changes them by float rounding at most): a rerun may change them freely.
+_PRESENTATION_KEYS = ("logger", "out", "compute")
 
 
 @dataclass
@@ -440,11 +441,20 @@ def command_task(store: Any, task_name: str, *, seed: int, control: bool, folds:
 
 def training_options(config: RunConfig) -> "TrainingOptions":
     """How the run's probes are trained (a :class:`probing.options.TrainingOptions`): the config's
-    ``probe.max_epochs``, the rest the defaults. Never part of a unit's key itself: units are keyed by the
-    config sections (``probe`` among them), which these options are built from."""
+    ``probe.max_epochs`` and ``compute.accelerator``/``device``, the rest the defaults. Never part of a unit's
+    key itself: units are keyed by the config sections (``probe`` among them, never ``compute``: where probes
+    train is not what they compute), which these options are built from."""
     from speechprobe.probing.options import TrainingOptions
 
-    return TrainingOptions(max_epochs=config.probe.max_epochs)
+    return TrainingOptions(max_epochs=config.probe.max_epochs, accelerator=config.compute.accelerator,
+                           device=config.compute.device)
+
+
+def memory_budget(config: RunConfig) -> Optional[int]:
+    """The config's ``compute.memory`` in bytes (None: the probing default, half the available memory)."""
+    from speechprobe.probing.budget import parse_size
+
+    return None if config.compute.memory is None else parse_size(config.compute.memory)
 
 
 def grid(config: RunConfig) -> list[tuple[float, float]]:

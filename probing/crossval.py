@@ -41,6 +41,7 @@ def cross_validate_layers(
     options: Union[TrainingOptions, Mapping[str, Any], None] = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    memory: Union[int, str, None] = None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> SweepResult:
     """:func:`probing.sweep.probe_layers` on every split of ``splits``, test predictions pooled.
@@ -48,7 +49,7 @@ def cross_validate_layers(
     ``splits``: objects with ``train``, ``validation``, ``test`` row indices whose test parts do not
     overlap (a row tested twice would count twice; that is refused). The control task, when given, is
     trained once, with the first fold's chosen settings. Other parameters (``options``: how every probe
-    is trained) as for ``probe_layers``. The result's ``probes`` and ``control_probes`` are the first
+    is trained; ``memory``: the budget of each batched fit) as for ``probe_layers``. The result's ``probes`` and ``control_probes`` are the first
     fold's; ``grid_validation_accuracy`` and ``validation_accuracy`` are means over folds.
     Cost: ``len(splits)`` sweeps.
     """
@@ -65,7 +66,7 @@ def cross_validate_layers(
             layers, labels, split, grid=grid, groups=groups,
             control_labels=control_labels if with_control else None,
             control_split=control_split if with_control else None,
-            options=options, n_resamples=2, seed=seed, progress=progress))
+            options=options, n_resamples=2, seed=seed, memory=memory, progress=progress))
     names = [s.layer for s in results[0].layers]
     n = next(iter(layers.values())).shape[0]
     y = label_vector("labels", labels, n, "the layers")

@@ -2,14 +2,24 @@
 
 Public API
 ----------
-- :class:`TrainingOptions` - the seven training options of :class:`probing.probe.ElasticNetProbe`
-  (``max_epochs``, ``batch_size``, ``lr``, ``patience``, ``min_delta``, ``seed``, ``neurox_loss``) as a
-  frozen value, with the probe's defaults (the probe takes its defaults from here).
+- :class:`TrainingOptions` - the nine training options of :class:`probing.probe.ElasticNetProbe`
+  (``max_epochs``, ``batch_size``, ``lr``, ``patience``, ``min_delta``, ``seed``, ``neurox_loss``,
+  ``accelerator``, ``device``) as a frozen value, with the probe's defaults (the probe takes its defaults
+  from here).
 - :data:`TRAINING_PARAMS` - their names, in order.
+- :data:`ACCELERATORS` - the accelerator names ``accelerator`` takes (Lightning's).
 
-Why one object: the same seven settings were passed as loose keyword arguments and as ``probe_params``
+Why one object: the same settings were passed as loose keyword arguments and as ``probe_params``
 mappings that held l1 and l2 in some functions and not in others. The penalty ``(l1, l2)`` is never an
 option here: it is what a sweep chooses from a grid, so it stays a separate, explicit argument.
+
+``accelerator`` and ``device`` say *where* a probe bank trains (Lightning's accelerator, and which one of
+its devices: a bank trains on exactly one, see :mod:`probing.training`), not *what* it computes: the same
+batches in the same order and the same updates, so a probe trained on a GPU equals the CPU's up to float
+rounding (reduction order), far below any difference a result reports. So they are no part of a run's
+cache keys, which say what a result was computed from: a run resumed on another machine, with or without a
+GPU, reuses its finished units rather than recomputing them for a change of hardware (the seven other
+options change what is computed, and are).
 
 A leaf module (no imports from the package, no torch): the training engine (:mod:`probing.training`), which
 :mod:`probing.probe` imports, reads its defaults from here, and the experiments build options from a config
@@ -18,10 +28,15 @@ a method here: that method would import the probe, a cycle.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping, Optional, Union
 
-__all__ = ["TRAINING_PARAMS", "TrainingOptions"]
+__all__ = ["ACCELERATORS", "TRAINING_PARAMS", "TrainingOptions"]
+
+#: Lightning's accelerator names that ``TrainingOptions.accelerator`` takes ("auto": a GPU where there is one,
+#: else the CPU; "gpu": CUDA or MPS, whichever this machine has).
+ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -31,7 +46,9 @@ class TrainingOptions:
     ``max_epochs``: epochs at most; ``batch_size``: rows per Adam step (None: full batch); ``lr``: Adam's
     learning rate; ``patience``: epochs without improvement before early stopping (None: none, the last
     epoch's weights); ``min_delta``: how much an epoch must lower the best validation loss to count;
-    ``seed``: batch order and the validation hold-out; ``neurox_loss``: NeuroX's penalty form. See the
+    ``seed``: batch order and the validation hold-out; ``neurox_loss``: NeuroX's penalty form;
+    ``accelerator``: where to train, one of :data:`ACCELERATORS` ("auto": a GPU where there is one);
+    ``device``: which device of that accelerator (None: its first; a bank trains on one device). See the
     probe's docstring for why these defaults.
     """
 
@@ -42,10 +59,25 @@ class TrainingOptions:
     min_delta: float = 3e-3
     seed: int = 0
     neurox_loss: bool = False
+    accelerator: str = "auto"
+    device: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        # Only the placement is checked here (its errors would otherwise come from deep inside Lightning);
+        # the other options are checked where a probe is fitted.
+        if not isinstance(self.accelerator, str) or self.accelerator not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator {self.accelerator!r}; known: {', '.join(ACCELERATORS)}")
+        if self.device is not None:
+            if isinstance(self.device, bool) or not isinstance(self.device, numbers.Integral):
+                raise ValueError(f"device must be a device index (an int >= 0) or None, got {self.device!r}")
+            if self.device < 0:
+                raise ValueError(f"device must be a device index >= 0 (or None: the accelerator's first), "
+                                 f"got {self.device}")
+            object.__setattr__(self, "device", int(self.device))  # a numpy integer becomes a plain, JSON-able int
 
     @classmethod
     def coerce(cls, options: Union["TrainingOptions", Mapping[str, Any], None]) -> "TrainingOptions":
-        """``options`` as a TrainingOptions: None gives the defaults; a mapping of some of the seven options
+        """``options`` as a TrainingOptions: None gives the defaults; a mapping of some of the nine options
         (a config section, a JSON record) fills in the rest from the defaults. Anything else, and any other
         key (l1 and l2 included: they are separate arguments), is a ValueError."""
         if options is None:
@@ -81,7 +113,7 @@ class TrainingOptions:
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
-        """The seven options by name, in order: plain JSON values, and the keyword arguments of an unfitted probe
+        """The nine options by name, in order: plain JSON values, and the keyword arguments of an unfitted probe
         (``ElasticNetProbe(l1, l2, **options.as_dict())``)."""
         return asdict(self)
 

@@ -332,10 +332,11 @@ class RegularisationPath(BaseEstimator):
 
 def _fit_path(X: np.ndarray, y: Any, params: RegularisationPath):
     """The path of one checked (N, D) float64 feature matrix: its result, (mean, scale) and classes."""
-    from speechprobe.probing.probe import _classes, _standardise
+    from speechprobe.probing.budget import standardisation
+    from speechprobe.probing.probe import _classes
 
     classes, codes = _classes(label_vector("y", y, X.shape[0], "X"))
-    mean, scale = _standardise(X)
+    mean, scale = standardisation(X)
     with _threads_for(X.size):
         result = regularisation_path(
             (X - mean) / scale, codes, len(classes), n_lambdas=int(params.n_lambdas),

@@ -25,6 +25,7 @@ from sklearn.exceptions import DataConversionWarning, NotFittedError
 from sklearn.model_selection import train_test_split
 
 from speechprobe.errors import SpeechprobeError
+from speechprobe.probing.budget import check_finite, numeric_matrix, standardisation, standardise_
 from speechprobe.probing.checks import feature_matrix, label_vector
 from speechprobe.probing.metrics import accuracy
 from speechprobe.probing.options import TRAINING_PARAMS, TrainingOptions
@@ -58,9 +59,11 @@ def _classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _estimator_X(X: Any, name: str = "X") -> np.ndarray:
-    """:func:`feature_matrix` for the estimators' methods, first saying what scikit-learn's own estimators
-    say for sparse, complex, 1-D and featureless input (its estimator checks read these words), where
-    the plain conversion would densify, drop imaginary parts silently or give a vaguer error."""
+    """X checked for the estimators' methods, kept in its own numeric type (float32 stays float32: fitting
+    standardises it into float32 anyway, and prediction computes in float64 from its exact values). First it
+    says what scikit-learn's own estimators say for sparse, complex, 1-D and featureless input (its estimator
+    checks read these words), where the plain conversion would densify, drop imaginary parts silently or give
+    a vaguer error."""
     if sparse.issparse(X):
         raise ValueError(f"{name} is a sparse matrix: sparse input is not supported, pass a dense array")
     try:
@@ -74,7 +77,9 @@ def _estimator_X(X: Any, name: str = "X") -> np.ndarray:
                          "your data with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single example")
     if array.ndim == 2 and array.shape[1] == 0:
         raise ValueError(f"{name} has 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
-    return feature_matrix(name, array)
+    array = numeric_matrix(name, array)
+    check_finite(name, array)
+    return array
 
 
 def _estimator_y(estimator: Any, y: Any) -> Any:
@@ -101,12 +106,16 @@ def _encode_val(classes: np.ndarray, y_val: np.ndarray) -> np.ndarray:
     return np.searchsorted(classes, y_val)
 
 
-def _standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Training-split mean and scale; a constant neuron (std below a relative floor) gets scale 1."""
-    mean = X.mean(axis=0)
-    std = X.std(axis=0)
-    floor = 1e-7 * np.maximum(np.abs(mean), 1.0)
-    return mean, np.where(std > floor, std, 1.0)
+def _standardised(blocks: Sequence[np.ndarray], stats: Sequence[tuple[np.ndarray, np.ndarray]],
+                  source: Optional[np.ndarray] = None) -> np.ndarray:
+    """The (G, n, d) float32 standardised inputs: ``source`` itself, standardised in place, when it is a
+    writeable C-ordered float32 array (``blocks`` are its views), else a new array."""
+    in_place = (source is not None and source.dtype == np.float32 and source.flags.c_contiguous
+                and source.flags.writeable)
+    out = source if in_place else np.empty((len(blocks),) + blocks[0].shape, dtype=np.float32)
+    for g, (block, (mean, scale)) in enumerate(zip(blocks, stats)):
+        standardise_(out[g] if in_place else block, mean, scale, out=None if in_place else out[g])
+    return out
 
 
 def _check_strength(name: str, value: Any) -> float:
@@ -135,7 +144,7 @@ class ProbeFileError(SpeechprobeError, ValueError):
 
 # What each saved parameter may hold (the constructor's own checks run only at fit time): the penalty, then
 # the training options by their declared types.
-_KINDS_OF_TYPES = {"int": "int", "Optional[int]": "int|None", "float": "number", "bool": "bool"}
+_KINDS_OF_TYPES = {"int": "int", "Optional[int]": "int|None", "float": "number", "bool": "bool", "str": "str"}
 _PARAM_KINDS = {"l1": "strength", "l2": "strength",
                 **{f.name: _KINDS_OF_TYPES[str(f.type)] for f in fields(TrainingOptions)}}
 
@@ -145,6 +154,8 @@ def _fits(kind: str, value: Any) -> bool:
         return kind.endswith("|None")
     if kind == "bool":
         return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
     if isinstance(value, bool):
         return False
     if kind.startswith("int"):
@@ -226,7 +237,9 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
     ran 89 epochs with no threshold, 50 with 0.001 and 33 with 0.003 for the same test accuracy (1.0,
     1.0, 0.995); on the small demo stores (384 training rows) the best epoch is 0-4 either way. 0.01
     stopped tiny training sets too early. Without validation data, ``fit`` holds out a seeded, stratified
-    10% of the training rows for early stopping. The same ``seed`` gives the same probe.
+    10% of the training rows for early stopping. The same ``seed`` gives the same probe. ``accelerator`` and
+    ``device``: where it trains (Lightning's accelerator names; "auto" is a GPU where there is one), which
+    changes the result by float rounding at most (the batch order is drawn on the CPU either way).
     """
 
     def __init__(
@@ -241,6 +254,8 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
         min_delta: float = _DEFAULTS.min_delta,
         seed: int = _DEFAULTS.seed,
         neurox_loss: bool = _DEFAULTS.neurox_loss,
+        accelerator: str = _DEFAULTS.accelerator,
+        device: Optional[int] = _DEFAULTS.device,
     ) -> None:
         self.l1 = l1
         self.l2 = l2
@@ -251,6 +266,8 @@ class ElasticNetProbe(ClassifierMixin, BaseEstimator):
         self.min_delta = min_delta
         self.seed = seed
         self.neurox_loss = neurox_loss
+        self.accelerator = accelerator
+        self.device = device
 
     # ---- fitting --------------------------------------------------------------------------------
 
@@ -389,6 +406,7 @@ def fit_probes(
     *,
     inputs: Optional[Sequence[int]] = None,
     options: Union[TrainingOptions, Mapping[str, Any], None] = None,
+    copy: bool = True,
 ) -> list[ElasticNetProbe]:
     """Train one probe per ``(l1, l2)`` setting, all together as one batched model; return them fitted.
 
@@ -398,15 +416,20 @@ def fit_probes(
     it would be alone (see :mod:`probing.training`). ``X_val=None`` and ``y_val=None``: a seeded,
     stratified 10% of the training rows is held out for early stopping (the same rows for every probe).
     ``options``: how every probe is trained (:class:`TrainingOptions`, or a mapping of some of its
-    fields; default the defaults); the penalties are ``settings``.
+    fields; default the defaults); the penalties are ``settings``. ``copy=False``: with X_val given, float32
+    C-ordered ``X`` and ``X_val`` are standardised in place (their values are lost), saving a copy of the data
+    (what :func:`probing.sweep.probe_layers` does with the rows it gathered); otherwise a float32 copy is made.
+    Memory: the standardised float32 copy and one block of rows (:data:`probing.budget.BLOCK_BYTES`) at a time.
     """
     options = TrainingOptions.coerce(options)
     X_arr = np.asarray(X) if not isinstance(X, (list, tuple)) else np.stack([np.asarray(x) for x in X])
     stacked = X_arr.ndim == 3
-    blocks = [feature_matrix("X", b) for b in (X_arr if stacked else [X_arr])]
+    blocks = [numeric_matrix("X", b) for b in (X_arr if stacked else [X_arr])]
     n, d = blocks[0].shape
     if any(b.shape != (n, d) for b in blocks):
         raise ValueError("every input block of X must have the same shape")
+    for b in blocks:
+        check_finite("X", b)
     y_arr = label_vector("y", y, n, "X")
     classes, codes = _classes(y_arr)
     settings = [(_check_strength("l1", a), _check_strength("l2", b)) for a, b in settings]
@@ -428,6 +451,7 @@ def fit_probes(
 
     if (X_val is None) != (y_val is None):
         raise ValueError("give both X_val and y_val, or neither")
+    train_source = val_source = None  # the (G, n, d) arrays that may be standardised in place
     if X_val is None:
         counts = np.bincount(codes)
         if counts.min() < 2:
@@ -451,16 +475,22 @@ def fit_probes(
         Xv = np.asarray(X_val) if not isinstance(X_val, (list, tuple)) else np.stack([np.asarray(x) for x in X_val])
         if Xv.ndim != X_arr.ndim:
             raise ValueError(f"X_val must have the same number of dimensions as X ({X_arr.ndim}), got {Xv.ndim}")
-        val_blocks = [feature_matrix("X_val", b) for b in (Xv if stacked else [Xv])]
+        val_blocks = [numeric_matrix("X_val", b) for b in (Xv if stacked else [Xv])]
         if len(val_blocks) != G or any(b.shape[1] != d for b in val_blocks):
             raise ValueError(f"X_val must have {G} input block(s) of {d} features, like X")
         if len({b.shape[0] for b in val_blocks}) != 1:
             raise ValueError("every input block of X_val must have the same number of rows")
+        for b in val_blocks:
+            check_finite("X_val", b)
         val_codes = _encode_val(classes, label_vector("y_val", y_val, val_blocks[0].shape[0], "X_val"))
+        if not copy:
+            train_source, val_source = X_arr if stacked else X_arr[None], Xv if stacked else Xv[None]
 
-    stats = [_standardise(b) for b in blocks]
-    X_train = np.stack([(b - m) / s for b, (m, s) in zip(blocks, stats)]).astype(np.float32)
-    X_valid = np.stack([(b - m) / s for b, (m, s) in zip(val_blocks, stats)]).astype(np.float32)
+    # Standardised float32 inputs, one block of rows at a time (probing.budget): never a float64 copy of the
+    # data, and with copy=False the caller's float32 arrays become them.
+    stats = [standardisation(b) for b in blocks]
+    X_train = _standardised(blocks, stats, train_source)
+    X_valid = _standardised(val_blocks, stats, val_source)
 
     # Probes sorted by input (stable) let the bank run one matmul per input; results come back in order.
     order = np.argsort(index, kind="stable")

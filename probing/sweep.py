@@ -23,7 +23,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.budget import (BANK_TENSORS_PER_WEIGHT, check_finite, default_budget, format_size, gather_rows,
+                                       gathered_dtype, layer_banks, numeric_matrix, parse_size)
+from speechprobe.probing.checks import label_vector
 from speechprobe.probing.metrics import (FoldSummary, Interval, bootstrap_interval, fold_summary, majority_baseline,
                                          selectivity)
 from speechprobe.probing.options import TrainingOptions
@@ -214,6 +216,31 @@ def _width_groups(layers: Mapping[str, np.ndarray]) -> list[list[str]]:
     return list(groups.values())
 
 
+def bank_bytes(n_rows: int, width: int, n_weights_per_neuron: int, row_bytes: int = 4) -> int:
+    """What one layer adds to a batched fit: its training and validation rows (gathered at ``row_bytes`` per
+    value; float64 rows add their float32 standardised copy), and the bank's tensors for its probes
+    (``n_weights_per_neuron``: settings x classes weights per neuron)."""
+    per_value = row_bytes if row_bytes <= 4 else row_bytes + 4
+    return width * (per_value * n_rows + 4 * BANK_TENSORS_PER_WEIGHT * n_weights_per_neuron)
+
+
+def _banks(arrays: Mapping[str, np.ndarray], n_rows: int, n_weights_per_neuron: int, budget: int) -> list[list[str]]:
+    """Equal-width layers in banks that each fit ``budget`` (first-seen order)."""
+    banks = []
+    for names in _width_groups(arrays):
+        row_bytes = gathered_dtype([arrays[name] for name in names]).itemsize
+        size = bank_bytes(n_rows, arrays[names[0]].shape[1], n_weights_per_neuron, row_bytes)
+        banks.extend(layer_banks(names, size, budget))
+    return banks
+
+
+def _bank_message(names: list[str], arrays: Mapping[str, np.ndarray], n_settings: int, budget: int) -> str:
+    width = arrays[names[0]].shape[1]
+    same_width = sum(X.shape[1] == width for X in arrays.values())
+    part = "" if len(names) == same_width else f" (of {same_width}, to stay within {format_size(budget)})"
+    return f"probing {len(names)} layer(s){part} x {n_settings} settings ({width} neurons)"
+
+
 # --------------------------------------------------------------------------------------------------
 # the sweep
 
@@ -230,6 +257,7 @@ def probe_layers(
     options: Union[TrainingOptions, Mapping[str, Any], None] = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    memory: Union[int, str, None] = None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> SweepResult:
     """Probe every layer for ``labels``; choose each layer's (l1, l2) from ``grid`` on validation.
@@ -257,22 +285,30 @@ def probe_layers(
         fields; default its defaults). The penalty is the grid's.
     n_resamples, seed
         Bootstrap resamples and seed of the test intervals (the probes' seed is ``options.seed``).
+    memory
+        The most memory the training arrays of one batched fit may hold: bytes or a size ("8G"); default
+        half the memory available now (:func:`probing.budget.default_budget`). Layers are read where they
+        are (a memory-mapped store's layers are never loaded whole); the training and validation rows of as
+        many equal-width layers as fit are gathered as float32 and standardised in place.
 
-    Cost: one batched fit per distinct layer width for the task (all layers x grid points), one more
-    for the control task.
+    Cost: one batched fit per distinct layer width for the task (all layers x grid points), or more when
+    the layers of one width do not fit ``memory`` together; as many for the control task.
     """
     if not isinstance(layers, Mapping) or not layers:
         raise ValueError("layers must be a non-empty mapping of layer name -> (N, D) features")
-    arrays = {str(name): feature_matrix(f"layer {name!r}", X) for name, X in layers.items()}
+    arrays = {str(name): numeric_matrix(f"layer {name!r}", X) for name, X in layers.items()}
     n = next(iter(arrays.values())).shape[0]
     for name, X in arrays.items():
         if X.shape[0] != n:
             raise ValueError(f"layer {name!r} has {X.shape[0]} rows, the first layer {n}")
+    for name, X in arrays.items():  # before any work, a block of rows at a time
+        check_finite(f"layer {name!r}", X)
     y = label_vector("labels", labels, n, "the layers")
     train, val, test = _rows(split, n, "split")
     _check_classes(y, (train, val, test), "the task")
     settings = _grid(grid)
     options = TrainingOptions.coerce(options)
+    budget = default_budget() if memory is None else parse_size(memory)
     group_ids = None if groups is None else label_vector("groups", groups, n, "the layers")
     tell = progress or (lambda message: None)
     if (control_labels is None) != (control_split is None):
@@ -284,16 +320,19 @@ def probe_layers(
 
     chosen: dict[str, ElasticNetProbe] = {}
     grid_scores: dict[str, list[float]] = {}
-    for names in _width_groups(arrays):
-        tell(f"probing {len(names)} layer(s) x {len(settings)} settings ({arrays[names[0]].shape[1]} neurons)")
-        X_train = np.stack([arrays[name][train] for name in names])
-        X_val = np.stack([arrays[name][val] for name in names])
+    n_classes = np.unique(y).shape[0]
+    for names in _banks(arrays, len(train) + len(val), len(settings) * n_classes, budget):
+        tell(_bank_message(names, arrays, len(settings), budget))
+        X_train, X_val = gather_rows([arrays[name] for name in names], train, names=names), \
+            gather_rows([arrays[name] for name in names], val, names=names)
         inputs = np.repeat(np.arange(len(names)), len(settings))
         probes = fit_probes(X_train, y[train], X_val, y[val], settings * len(names), inputs=inputs,
-                            options=options)
+                            options=options, copy=False)
+        del X_train, X_val
         for g, name in enumerate(names):
             candidates = probes[g * len(settings):(g + 1) * len(settings)]
-            scores = [p.score(arrays[name][val], y[val]) for p in candidates]
+            raw_val = np.asarray(arrays[name][val])
+            scores = [p.score(raw_val, y[val]) for p in candidates]
             losses = [p.best_val_loss_ for p in candidates]
             best = min(range(len(candidates)), key=lambda i: (-scores[i], losses[i], i))
             chosen[name], grid_scores[name] = candidates[best], scores
@@ -301,16 +340,18 @@ def probe_layers(
     controls: dict[str, ElasticNetProbe] = {}
     control_scores: dict[str, float] = {}
     if control_labels is not None:
-        for names in _width_groups(arrays):
+        n_control = np.unique(y_control).shape[0]
+        for names in _banks(arrays, len(c_train) + len(c_val), n_control, budget):
             tell(f"control task on {len(names)} layer(s)")
-            X_train = np.stack([arrays[name][c_train] for name in names])
-            X_val = np.stack([arrays[name][c_val] for name in names])
+            X_train, X_val = gather_rows([arrays[name] for name in names], c_train, names=names), \
+                gather_rows([arrays[name] for name in names], c_val, names=names)
             layer_settings = [(chosen[name].l1, chosen[name].l2) for name in names]
             probes = fit_probes(X_train, y_control[c_train], X_val, y_control[c_val], layer_settings,
-                                inputs=np.arange(len(names)), options=options)
+                                inputs=np.arange(len(names)), options=options, copy=False)
+            del X_train, X_val
             for name, probe in zip(names, probes):
                 controls[name] = probe
-                control_scores[name] = probe.score(arrays[name][c_test], y_control[c_test])
+                control_scores[name] = probe.score(np.asarray(arrays[name][c_test]), y_control[c_test])
 
     scores, predictions = [], {}
     order = np.argsort(test, kind="stable")

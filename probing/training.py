@@ -30,11 +30,26 @@ prefixes of one feature order, e.g. the top k of a ranking for many k) with each
 k features, not D, and drops frozen probes from the computation; ``train_probe_bank`` picks it for
 such masks.
 
+Device: a bank trains where ``TrainingOptions.accelerator`` says ("auto": a GPU where there is one, else
+the CPU), on *one* device (``TrainingOptions.device``, None: the accelerator's first), never split over
+several: its Adam step, closed-form gradients and per-probe early stopping are one process's state, and
+data parallelism would split each mini-batch without summing the gradients of its parts. The arrays stay
+on the CPU in :class:`ArrayDataModule`, whose batch order comes from a CPU generator seeded with ``seed``,
+so every device sees the same batches in the same order, and Lightning moves each chunk to the device.
+Every tensor a bank holds follows it there (and to any dtype): parameters and buffers as in any module,
+the plain tensor attributes (scratch space, Adam's step counts, a ragged bank's per-probe state and tier
+index) through :meth:`ProbeBank._apply`, and a ragged bank's per-tier views of its weights are rebuilt
+on the moved tensors rather than moved. Results agree with the CPU's to float rounding (reduction order
+differs), as long as float32 matrix products run in full float32 (``torch.get_float32_matmul_precision()``
+"highest", torch's default: TF32 would round far more). :func:`train_probe_bank` returns the bank on the
+CPU, however it was trained.
+
 Inputs here are already standardised float arrays; :mod:`probing.probe` does the checking and the
 standardisation. This module knows nothing about encoders or tasks.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from typing import NamedTuple, Optional, Sequence
@@ -43,6 +58,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from speechprobe.compat import adam_update_
@@ -149,7 +165,12 @@ class ProbeBank(pl.LightningModule):
         neurox_loss: bool = _DEFAULTS.neurox_loss,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["feature_mask", "input_index", "feature_order", "ordered_inputs"])
+        # Our frame passed in directly, never held in a variable: Lightning's default keeps a reference from its
+        # own frame to itself, a cycle that holds this frame's callers, and with them the caller's training
+        # arrays, until the garbage collector happens to run (large arrays never prompt it): a sweep's memory
+        # grew by a bank per bank. A frame bound to a local here would make the same cycle through f_locals.
+        self.save_hyperparameters(ignore=["feature_mask", "input_index", "feature_order", "ordered_inputs"],
+                                  frame=inspect.currentframe())
         self.automatic_optimization = False
         l1_t = torch.as_tensor(np.asarray(l1, dtype=np.float32))
         l2_t = torch.as_tensor(np.asarray(l2, dtype=np.float32))
@@ -204,6 +225,16 @@ class ProbeBank(pl.LightningModule):
     @property
     def n_probes(self) -> int:
         return self.bias.shape[0]
+
+    def _apply(self, fn, recurse=True):
+        """Parameters and buffers, as any module, and the plain tensor attributes too: ``.to()``, ``.cuda()``,
+        ``.cpu()``, ``.double()`` (and Lightning's move to the training device) all come through here."""
+        super()._apply(fn, recurse)
+        self._scratch = fn(self._scratch)
+        self._adam_step_counts = [fn(count).float() for count in self._adam_step_counts]  # the kernel's: float32
+        if self._val_sum is not None:
+            self._val_sum = fn(self._val_sum)
+        return self
 
     def _grouped_weight(self) -> torch.Tensor:
         # The update never moves a masked weight off 0 (its gradient is masked); the product keeps
@@ -456,18 +487,21 @@ class RaggedProbeBank(ProbeBank):
     def _pack(self, probes: np.ndarray) -> None:
         """Lay out ``probes`` (the ones still training) in tiers of one flat weight vector, from ``_state``."""
         C = self.hparams.n_classes
+        device, dtype = self._state["weight"].device, self._state["weight"].dtype
         l2_factor = self.l2 if self.hparams.neurox_loss else 2 * self.l2
+        self._training = probes
         self._tiers: list[_Tier] = []
         blocks: dict[str, list[torch.Tensor]] = {name: [] for name in ("weight", "m", "v", "mask", "l1", "l2")}
         offset = start = 0
         for tier in _tiers(self.widths[probes], TIER_COST):
-            ids = torch.as_tensor(probes[tier])
+            ids = torch.as_tensor(probes[tier], device=device)
             width, S = int(self.widths[probes[tier]].max()), len(tier)
             self._tiers.append(_Tier(ids, width, S, offset, offset + width * S * C, start))
             for name in ("weight", "m", "v"):  # tier block (width, S, C), flattened
                 blocks[name].append(self._state[name][ids, :width].transpose(0, 1).reshape(-1))
-            inside = torch.arange(width)[:, None] < torch.as_tensor(self.widths[probes[tier]])[None, :]
-            blocks["mask"].append(inside[..., None].expand(width, S, C).reshape(-1).float())
+            widths = torch.as_tensor(self.widths[probes[tier]], device=device)
+            inside = torch.arange(width, device=device)[:, None] < widths[None, :]
+            blocks["mask"].append(inside[..., None].expand(width, S, C).reshape(-1).to(dtype))
             blocks["l1"].append(self.l1[ids][None, :, None].expand(width, S, C).reshape(-1))
             blocks["l2"].append(l2_factor[ids][None, :, None].expand(width, S, C).reshape(-1))
             offset += width * S * C
@@ -501,9 +535,21 @@ class RaggedProbeBank(ProbeBank):
             for name, tensor in (("bias", self.bias), ("m_bias", self.adam_m_bias), ("v_bias", self.adam_v_bias)):
                 self._state[name][self._packed] = tensor
 
+    def _apply(self, fn, recurse=True):
+        """As :meth:`ProbeBank._apply`, and the per-probe state too; the flat layout (its tier index, mask,
+        gradient buffer and the per-tier views of the weights and gradients, which views of the old tensors
+        would not follow) is laid out again, from the moved state, for the same probes."""
+        if not hasattr(self, "_tiers"):  # still in __init__
+            return super()._apply(fn, recurse)
+        self._unpack()
+        super()._apply(fn, recurse)
+        self._state = {name: fn(tensor) for name, tensor in self._state.items()}
+        self._pack(self._training)
+        return self
+
     def _frozen_some(self) -> None:
         self._unpack()
-        self._pack(torch.nonzero(self.active).view(-1).numpy())
+        self._pack(torch.nonzero(self.active).view(-1).cpu().numpy())
 
     def _ordered(self, X: torch.Tensor) -> torch.Tensor:
         """The (B, D_max) columns that the tiers read, in ``feature_order``, from a (G_in, B, D) batch."""
@@ -554,7 +600,7 @@ class RaggedProbeBank(ProbeBank):
         return bias
 
     def _probe_cross_entropy(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ce = torch.full((self.n_probes,), float("inf"))  # frozen probes: no longer evaluated (never improve)
+        ce = self.bias.new_full((self.n_probes,), float("inf"))  # frozen probes: no longer evaluated (never improve)
         ce[self._packed] = self._cross_entropy(self(X), y)
         return ce
 
@@ -588,6 +634,30 @@ class RaggedProbeBank(ProbeBank):
 RAGGED = True
 
 
+def _available_accelerators() -> list[str]:
+    """The accelerator names (of TrainingOptions') that can run on this machine."""
+    from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
+
+    cuda, mps = CUDAAccelerator.is_available(), MPSAccelerator.is_available()
+    return ["auto", "cpu"] + (["gpu"] if cuda or mps else []) + (["cuda"] if cuda else []) + (["mps"] if mps else [])
+
+
+def _placement(options: TrainingOptions) -> dict:
+    """The Trainer's ``accelerator`` and ``devices`` for ``options``: one device, always (see the module's
+    docstring), ``devices=[device]`` when one is named. Lightning's CPU accelerator takes a process count,
+    not a device index, so the CPU (named, or what "auto" gives on a machine without a GPU) is
+    ``devices=1``, and device 0 is its only index."""
+    accelerator, device = options.accelerator, options.device
+    if device is None:
+        return {"accelerator": accelerator, "devices": 1}
+    if accelerator == "cpu" or (accelerator == "auto" and _available_accelerators() == ["auto", "cpu"]):
+        if device != 0:
+            raise ValueError(f"device {device} asked for, but accelerator {accelerator!r} trains on the CPU here, "
+                             "which has one device (0, or None)")
+        return {"accelerator": "cpu", "devices": 1}
+    return {"accelerator": accelerator, "devices": [device]}
+
+
 def train_probe_bank(
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -601,9 +671,12 @@ def train_probe_bank(
     input_index: Optional[Sequence[int]] = None,
     options: Optional[TrainingOptions] = None,
 ) -> ProbeBank:
-    """Train a :class:`ProbeBank` on standardised (G, N, D) arrays and return it (best weights in ``best_*``);
-    ``options``: how (default :class:`~probing.options.TrainingOptions`' defaults)."""
+    """Train a :class:`ProbeBank` on standardised (G, N, D) arrays and return it (best weights in ``best_*``),
+    on the CPU whatever device trained it; ``options``: how and where (default
+    :class:`~probing.options.TrainingOptions`' defaults). An accelerator or device this machine does not
+    have is a ValueError naming it and what is available."""
     options = TrainingOptions.coerce(options)
+    placement = _placement(options)
     # No pl.seed_everything / deterministic=True: both change the caller's global state. Nothing here
     # draws from a global RNG (zero start, batch order from a generator seeded with ``seed``), and the
     # CPU kernels used are deterministic.
@@ -637,18 +710,33 @@ def train_probe_bank(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Lightning's CPU/worker/tip notices say nothing about the probes
-            trainer = pl.Trainer(
-                accelerator="cpu",
-                devices=1,
-                max_epochs=options.max_epochs,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-            )
+            try:
+                trainer = pl.Trainer(
+                    **placement,
+                    max_epochs=options.max_epochs,
+                    logger=False,
+                    enable_checkpointing=False,
+                    enable_progress_bar=False,
+                    enable_model_summary=False,
+                    num_sanity_val_steps=0,
+                )
+            except (MisconfigurationException, RuntimeError) as error:  # RuntimeError: a CUDA that fails to start
+                # an accelerator or device this machine lacks, as one line in the options' terms (Lightning's
+                # own word, several lines in its argument names, only where the accelerator is there)
+                available = _available_accelerators()
+                why = ("not available on this machine" if options.accelerator not in available
+                       else " ".join(str(error).split()))
+                device = "" if options.device is None else f" device {options.device}"
+                raise ValueError(f"cannot train on accelerator {options.accelerator!r}{device}: {why} "
+                                 f"(available here: {', '.join(available)})") from None
             trainer.fit(model, datamodule=data)
     finally:
         for lg, level in zip(quiet, levels):
             lg.setLevel(level)
+        # The bank and the trainer refer to each other (a cycle that only the garbage collector frees), and the
+        # trainer, through its loaders, to the data, whose tensors share the caller's arrays: let go of here.
+        for rows in (data.train, data.val):
+            rows.X = rows.y = None
+    if model.device.type != "cpu":  # Lightning's teardown moves it back already; callers read numpy from it
+        model.cpu()
     return model

@@ -39,6 +39,9 @@ def test_defaults_fill_in():
     ({"sweep": {"encoders": ["ge2e"], "similarity": "cca"}}, "sweep.similarity: Input should be 'linear_cka'"),
     ({"sweep": {"encoders": ["ge2e"], "attribution": {"methods": ["occlusion"]}}}, "sweep.attribution.methods.0: Input should be"),
     ({"sweep": {"encoders": ["ge2e"], "attribution": {"utterances": 0}}}, "sweep.attribution.utterances: Input should be greater"),
+    ({"compute": {"memory": "lots"}}, "compute.memory: memory budget 'lots' is not a size"),
+    ({"compute": {"accelerator": "tpu"}}, "compute.accelerator: Input should be 'auto'"),
+    ({"compute": {"device": -1}}, "compute.device: Input should be greater than or equal to 0"),
 ])
 def test_bad_configs_name_the_key(change: dict, message: str):
     with pytest.raises(SpeechprobeError) as error:
@@ -46,6 +49,18 @@ def test_bad_configs_name_the_key(change: dict, message: str):
     assert str(error.value).startswith("my.yaml: ")
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_compute_settings_default_to_auto_and_half_the_memory():
+    config = parse_config({**MINIMAL, "compute": {"memory": "8G"}})
+    default = parse_config(MINIMAL).compute
+    assert (default.accelerator, default.device, default.memory) == ("auto", None, None)
+    assert config.compute.memory == "8G"
+    from speechprobe.experiments.runner import memory_budget, training_options
+
+    assert memory_budget(config) == 8 * 2**30 and memory_budget(parse_config(MINIMAL)) is None
+    options = training_options(parse_config({**MINIMAL, "compute": {"accelerator": "cpu", "device": 0}}))
+    assert (options.accelerator, options.device) == ("cpu", 0)
 
 
 def test_attribution_is_optional_and_has_defaults():

@@ -113,6 +113,25 @@ def test_probe_scores_every_layer(probe_run: tuple[Path, dict, str], planted_sto
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []  # no temporary left
 
 
+def test_the_memory_budget_and_accelerator_reach_the_sweep(
+        probe_run: tuple[Path, dict, str], planted_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import speechprobe.probing.sweep as sweep_module
+
+    budgets = []
+    real = sweep_module.layer_banks
+    monkeypatch.setattr(sweep_module, "layer_banks", lambda names, size, budget: budgets.append(budget) or real(names, size, budget))
+    _, results, _ = probe_run
+    out = tmp_path / "small"
+    code, _, err = _run(["probe", "--store", str(planted_store), "--task", TASK, "--out", str(out), "--memory", "3M",
+                         "--accelerator", "cpu"])
+    assert code == 0, err
+    assert budgets and set(budgets) == {3 * 2**20}
+    banked = json.loads((out / "results.json").read_text())
+    assert banked["training_options"]["accelerator"] == "cpu"
+    for a, b in zip(results["layers"], banked["layers"]):
+        assert a["accuracy"] == b["accuracy"] and a["grid_validation_accuracy"] == b["grid_validation_accuracy"]
+
+
 def test_the_planted_layer_is_read(probe_run: tuple[Path, dict, str]) -> None:
     """Five neurons hold the label 6 noise s.d. apart: a linear probe must beat the majority baseline there."""
     _, results, _ = probe_run
@@ -256,6 +275,9 @@ def test_neurons_of_all_layers(planted_store: Path, tmp_path: Path) -> None:
     (["neurons", "--store", "{store}", "--task", TASK, "--out", "{out}", "--layer", "all", "--target", "1.5"],
      "--target '1.5'"),
     (["probe", "--store", "{store}", "--task", TASK, "--out", "{out}", "--max-epochs", "0"], "--max-epochs '0'"),
+    (["probe", "--store", "{store}", "--task", TASK, "--out", "{out}", "--memory", "8X"], "--memory: memory budget '8X'"),
+    (["neurons", "--store", "{store}", "--task", TASK, "--out", "{out}", "--layer", "all", "--memory", "1K"],
+     "below 1 MiB"),
     (["probe", "--store", "{tmp}/nowhere", "--task", TASK, "--out", "{out}"], "nowhere: not a representation store"),
     (["neurons", "--store", "{tmp}/nowhere", "--task", TASK, "--out", "{out}", "--layer", "all"], "nowhere"),
 ])

@@ -212,6 +212,10 @@ def test_rerun_reuses_every_unit_and_a_deleted_unit_is_redone(study):
     redone = json.loads((root / "run" / "results.json").read_text())
     assert redone["units_computed"] == ["sweep/random-ge2e/channel"]
     assert redone["sweep"] == before["sweep"]  # same seed, same numbers
+    # where and within how much memory probes train is not what they compute: every unit is reused
+    code, _, err = _run(["run", str(config), "--quiet", "--accelerator", "cpu", "--memory", "64M"])
+    assert code == 0, err
+    assert json.loads((root / "run" / "results.json").read_text())["units_computed"] == []
 
 
 def test_a_different_config_in_the_same_folder_is_refused(study, tiny_corpus: Path):

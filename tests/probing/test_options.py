@@ -1,7 +1,8 @@
-"""TrainingOptions: one frozen value for the seven training options, with the probe's defaults."""
+"""TrainingOptions: one frozen value for the nine training options, with the probe's defaults."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -62,3 +63,44 @@ def test_a_fitted_probe_equals_one_fitted_with_its_options():
     (b,) = fit_probes(X, y, None, None, [(1e-3, 0.0)], options=options)
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert b.get_params() == a.get_params()
+
+
+def test_the_placement_options_come_last_with_their_defaults():
+    assert TRAINING_PARAMS[-2:] == ("accelerator", "device")
+    assert TRAINING_PARAMS[:7] == ("max_epochs", "batch_size", "lr", "patience", "min_delta", "seed", "neurox_loss")
+    options = TrainingOptions()
+    assert (options.accelerator, options.device) == ("auto", None)
+    # the saved-probe checks read the options' declared types: exactly these two
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainingOptions)}
+    assert (types["accelerator"], types["device"]) == ("str", "Optional[int]")
+    params = ElasticNetProbe(accelerator="cpu", device=0).get_params()
+    assert (params["accelerator"], params["device"]) == ("cpu", 0)
+
+
+def test_coerce_takes_the_placement_options_from_a_mapping():
+    assert TrainingOptions.coerce({"accelerator": "gpu", "device": 1}) == TrainingOptions(accelerator="gpu", device=1)
+    options = TrainingOptions.coerce({"accelerator": "cpu"})
+    assert options.accelerator == "cpu" and options.device is None and options.max_epochs == 100
+    again = TrainingOptions.coerce(json.loads(json.dumps(TrainingOptions(accelerator="cuda", device=2).as_dict())))
+    assert again == TrainingOptions(accelerator="cuda", device=2)
+    numpy_index = TrainingOptions(device=np.int64(3))  # a numpy integer is kept as a plain int
+    assert type(numpy_index.device) is int and numpy_index == TrainingOptions(device=3)
+    assert TrainingOptions().replace(accelerator="mps").accelerator == "mps"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"accelerator": "tpu"}, "unknown accelerator 'tpu'; known: auto, cpu, gpu, cuda, mps"),
+    ({"accelerator": "GPU"}, "unknown accelerator 'GPU'"),
+    ({"accelerator": None}, "unknown accelerator None"),
+    ({"device": -1}, "device must be a device index >= 0.*got -1"),
+    ({"device": 1.0}, "device must be a device index .*got 1.0"),
+    ({"device": True}, "device must be a device index .*got True"),
+    ({"device": "0"}, "device must be a device index .*got '0'"),
+])
+def test_the_placement_options_are_checked(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingOptions(**changes)
+    with pytest.raises(ValueError, match=message):
+        TrainingOptions.coerce(changes)
+    with pytest.raises(ValueError, match=message):
+        TrainingOptions().replace(**changes)

@@ -44,7 +44,8 @@ class Spy:
         self.real, self.calls = real, []
 
     def __call__(self, X, y, X_val, y_val, settings, *args, **kwargs):
-        self.calls.append(dict(X=np.asarray(X), X_val=np.asarray(X_val), settings=list(settings), inputs=kwargs.get("inputs")))
+        self.calls.append(dict(X=np.array(X), X_val=np.array(X_val),  # copies: the sweep may standardise in place
+                                settings=list(settings), inputs=kwargs.get("inputs")))
         return self.real(X, y, X_val, y_val, settings, *args, **kwargs)
 
 

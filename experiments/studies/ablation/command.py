@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from speechprobe.experiments.arguments import (check_out, library_call, open_store, parse_grid, parse_target,
-                                               parse_training_options, progress, resolve_layers)
+from speechprobe.experiments.arguments import (check_out, library_call, open_store, parse_grid, parse_memory,
+                                               parse_target, parse_training_options, progress, resolve_layers)
 from speechprobe.experiments.layout import ALL_LAYERS, NEURONS, PROBE_DIR
 from speechprobe.experiments.runner import command_task
 from speechprobe.experiments.writing import compact_number
@@ -21,6 +21,7 @@ def cmd_neurons(args: argparse.Namespace) -> int:
     grid = parse_grid(args)
     target = parse_target(args.target)
     options = parse_training_options(args)
+    memory = parse_memory(args)
     out = check_out(args.out)
     store = open_store(args.store)
     if args.layer == ALL_LAYERS:
@@ -40,7 +41,7 @@ def cmd_neurons(args: argparse.Namespace) -> int:
 
     sweep = library_call(f"layer {label}", lambda: probe_layers(
         {label: X}, y, data.split, grid=DEFAULT_GRID if grid is None else grid, groups=data.groups,
-        options=options, seed=args.seed, progress=progress(args)))
+        options=options, seed=args.seed, memory=memory, progress=progress(args)))
     probe, score = sweep.probes[label], sweep.layers[0]
     mode = args.ablation_mode
     analysis = library_call("neurons", lambda: analyse_neurons(

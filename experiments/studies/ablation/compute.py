@@ -17,7 +17,7 @@ import numpy as np
 
 from speechprobe.experiments.config import AblationSection
 from speechprobe.experiments.layout import ALL_LAYERS
-from speechprobe.experiments.runner import grid, Run, task_arrays, training_options, unit_dir_name
+from speechprobe.experiments.runner import grid, memory_budget, Run, task_arrays, training_options, unit_dir_name
 from speechprobe.probing.ranking import layer_locations
 ABLATION_MODE = "mean"  # the ablation study's removal: mean ablation, in distribution (probing.ablation.MODES)
 
@@ -85,7 +85,7 @@ def ablation_unit(run: Run, encoder: str, task: str, layer: str) -> tuple[dict, 
             X = np.hstack(blocks)
             run.tell(f"ablation {encoder} / {task}: probing all {len(names)} layers at once ({X.shape[1]} neurons)")
             sweep = probe_layers({ALL_LAYERS: X}, arrays.labels, split, grid=grid(config), groups=arrays.groups,
-                                 options=training_options(config), seed=config.seed)
+                                 options=training_options(config), seed=config.seed, memory=memory_budget(config))
             probe = sweep.probes[ALL_LAYERS]
         else:
             if layer not in store.layer_names:

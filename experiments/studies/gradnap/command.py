@@ -111,7 +111,7 @@ def cmd_gradnap(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from speechprobe.experiments.arguments import add_corpus_source
+    from speechprobe.experiments.arguments import add_compute_options, add_corpus_source
 
     parser = sub.add_parser(
         "gradnap", help="gradient-adjusted neuron activation profiles of groups (dialects, genders, ...) per layer",
@@ -133,6 +133,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--folds", type=int, default=5, help="cross-fitting folds (default 5)")
     parser.add_argument("--permutations", type=int, default=200, help="permutations of the separation test (default 200)")
     parser.add_argument("--max-epochs", metavar="N", help="training epochs per probe at most (default 100)")
+    add_compute_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="splits, probes and permutations (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_corpus_source(parser)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from speechprobe.experiments.arguments import (check_out, library_call, open_store, parse_grid,
+from speechprobe.experiments.arguments import (check_out, library_call, open_store, parse_grid, parse_memory,
                                                parse_training_options, progress, resolve_layers)
 from speechprobe.experiments.layout import CONTROL_PROBES_DIR, probe_dir_names, PROBES_DIR, RESULTS
 from speechprobe.experiments.runner import command_task
@@ -18,6 +18,7 @@ from speechprobe.io import write_directory, write_json
 def cmd_probe(args: argparse.Namespace) -> int:
     grid = parse_grid(args)
     options = parse_training_options(args)
+    memory = parse_memory(args)
     out = check_out(args.out)
     store = open_store(args.store)
     layer_names = resolve_layers(store, args.layers)
@@ -29,7 +30,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     sweep = library_call(f"task {data.task.name}", lambda: probe_layers(
         layers, data.labels, data.split, grid=DEFAULT_GRID if grid is None else grid, groups=data.groups,
         control_labels=data.control_labels, control_split=data.control_split, options=options,
-        seed=args.seed, progress=progress(args)))
+        seed=args.seed, memory=memory, progress=progress(args)))
 
     dirs = probe_dir_names(layer_names)
     results = {

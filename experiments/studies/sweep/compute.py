@@ -19,7 +19,8 @@ import pandas as pd
 
 from speechprobe.experiments.config import SweepSection
 from speechprobe.experiments.layout import CONTROL_PROBES_DIR, PREDICTIONS, PROBES_DIR
-from speechprobe.experiments.runner import baselines_of, grid, Run, task_arrays, training_options, unit_dir_name
+from speechprobe.experiments.runner import (baselines_of, grid, memory_budget, Run, task_arrays, training_options,
+                                            unit_dir_name)
 from speechprobe.experiments.studies.sweep.results import selectivity_note
 from speechprobe.probing.ranking import top_counts, TOP_FRACTION
 
@@ -32,12 +33,12 @@ def _salient(layers: dict[str, np.ndarray], labels: np.ndarray, split: Any, l1: 
     from speechprobe.probing.ranking import rank_neurons
 
     names = list(layers)
-    X = np.hstack([layers[name] for name in names])
-    probe = ElasticNetProbe(l1, l2, **options.as_dict()).fit(
-        X[split.train], labels[split.train], X[split.validation], labels[split.validation])
+    X_train = np.hstack([np.asarray(layers[name][split.train], dtype=np.float32) for name in names])
+    X_val = np.hstack([np.asarray(layers[name][split.validation], dtype=np.float32) for name in names])
+    probe = ElasticNetProbe(l1, l2, **options.as_dict()).fit(X_train, labels[split.train], X_val, labels[split.validation])
     widths = [layers[name].shape[1] for name in names]
     # the training split's features and labels: what the rankings that read data (path, probeless) need
-    ranking = rank_neurons(probe, X=X[split.train], y=labels[split.train])
+    ranking = rank_neurons(probe, X=X_train, y=labels[split.train])
     top_k, counts = top_counts(names, widths, ranking)
     return {"top_fraction": TOP_FRACTION, "top_k": top_k, "l1": l1, "l2": l2, "counts": counts,
             "share_of_layer": {name: counts[name] / w for name, w in zip(names, widths)}}
@@ -56,13 +57,14 @@ def sweep_unit(run: Run, encoder: str, task: str, role: str = "model") -> tuple[
         note = get_task(task, store.index).control_note  # the speaker task's control would be speaker identity
         arrays = task_arrays(store, task, folds=config.probe.folds, seed=config.seed,
                              control=config.probe.control and note is None)
-        layers = {name: np.asarray(store.layer(name), dtype=np.float32) for name in store.layer_names}
+        layers = {name: store.layer(name) for name in store.layer_names}  # memory maps: read a bank of rows at a time
         settings = grid(config)
         run.tell(f"sweep {encoder} / {task}: {len(layers)} layers x {len(settings)} settings x {len(arrays.splits)} fold{'s' if len(arrays.splits) > 1 else ''}")
         cv = cross_validate_layers(
             layers, arrays.labels, arrays.splits, grid=settings, groups=arrays.groups,
             control_labels=arrays.control_labels, control_split=arrays.control_split,
-            options=training_options(config), n_resamples=config.probe.n_resamples, seed=config.seed)
+            options=training_options(config), n_resamples=config.probe.n_resamples, seed=config.seed,
+            memory=memory_budget(config))
         best = next(s for s in cv.layers if s.layer == cv.best_layer)
         # the all-layers probe is seeded with the run's seed (the sweep's probes keep the options' seed 0):
         # what the cached units were computed with
