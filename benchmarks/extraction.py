@@ -10,6 +10,20 @@ Memory: peak RSS of extraction over the default corpus listed once and ten times
 fresh processes; flat means the store, not RAM, grows with the corpus.
 
     python benchmarks/extraction.py [--utterances 64] [--repeats 2] [--encoders ge2e whisper-tiny.en random:wav2vec2]
+
+Compute mode (`--flops`, and any `--device cuda` or `--dtype bfloat16` run), per encoder, on one device and dtype:
+- `model_flops`: FLOPs of one forward pass over the same length-bucketed batches, per second of real audio
+  (`benchmarks/flops.py`: matrix products and convolutions only, counted on CPU float32, so the number is
+  the model's and the batching's, whatever the device);
+- `bare_forward`: the encoder's forward alone on the device (bf16 under autocast), warm-up, median of
+  `--timed-runs` (>= 5) passes over the batches with `torch.cuda.synchronize()` around each: seconds of
+  audio per second, achieved FLOP/s, and the fraction of the device's peak;
+- `peak`: that peak, measured in the same run with a large plain matmul in the same dtype;
+- `pipeline`: `extract(...)` on the same device and precision (its `accelerator` and `precision`), timed alike.
+Without CUDA, `--device cuda` prints a `skipped` line and exits 0.
+
+    python benchmarks/extraction.py --flops --encoders ge2e --utterances 16          # CPU, float32
+    python benchmarks/extraction.py --device cuda --dtype bfloat16                   # a GPU, bf16 autocast
 """
 from __future__ import annotations
 
@@ -28,8 +42,18 @@ import torch
 
 from speechprobe.encoders.extraction import LengthBucketSampler, collate, extract
 from speechprobe.encoders.registry import create_encoder
+from speechprobe.encoders.windows import effective_window, encode
 from speechprobe.tasks.corpus import load_corpus
 from speechprobe.tasks.synthetic import PRESETS, build_corpus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.*`, also when run as a script
+from benchmarks.fair import MIN_REPEATS, ratio  # noqa: E402
+from benchmarks.flops import (COUNTED, DTYPES, autocast, device_facts, forward_flops, peak_matmul,  # noqa: E402
+                              skipped, synchronize, time_runs)
+
+# extract()'s Lightning names for a device and a dtype: bf16 there is the same autocast as the bare forward's.
+ACCELERATORS = {"cpu": "cpu", "cuda": "gpu"}
+PRECISIONS = {"float32": "32", "bfloat16": "bf16-mixed"}
 
 
 def subset_corpus(source: Path, n: int, folder: Path) -> Path:
@@ -46,7 +70,8 @@ def time_pipeline(corpus, name: str, batch_size: int, folder: Path) -> float:
     encoder = create_encoder(name)
     out = Path(tempfile.mkdtemp(dir=folder)) / "store"
     start = time.perf_counter()
-    extract(corpus, encoder, out, batch_size=batch_size, progress=False)
+    # accelerator="cpu": the CPU comparison stays on the CPU on a machine with a GPU too (auto would take it)
+    extract(corpus, encoder, out, batch_size=batch_size, accelerator="cpu", progress=False)
     return time.perf_counter() - start
 
 
@@ -103,6 +128,126 @@ def peak_memory_mb(corpus_table: Path, folder: Path, encoder: str) -> float:
     return int(result.stdout.strip().splitlines()[-1]) / 1024
 
 
+# ---- compute mode: FLOPs, achieved FLOP/s and fraction of peak on one device in one dtype -------------------
+
+
+def device_batches(corpus, encoder, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The bare forward's batches (audio preloaded at the encoder's rate, length-bucketed, right-padded)."""
+    waves = [corpus.load_audio(i, encoder.sample_rate) for i in range(len(corpus))]
+    lengths = np.array([len(w) for w in waves])
+    batches = [collate([(i, waves[i], encoder.sample_rate, None) for i in batch])
+               for batch in LengthBucketSampler(range(len(waves)), lengths, batch_size)]
+    return [(batch["waves"], batch["lengths"]) for batch in batches]
+
+
+def _error(error: BaseException) -> dict[str, str]:
+    return {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"}
+
+
+def compute_encoder(name: str, corpus, folder: Path, device: torch.device, dtype: str, batch_size: int,
+                    timed_runs: int, peak: dict) -> dict[str, object]:
+    """One encoder's compute report; a stage that fails is reported as its error and the others still run."""
+    encoder = create_encoder(name)
+    window = effective_window(encoder, None)  # as extract does: longer clips are encoded in windows
+
+    def forward(waves: torch.Tensor, lengths: torch.Tensor) -> object:
+        return encode(encoder, waves, lengths, window, batch_size=len(lengths))
+
+    batches = device_batches(corpus, encoder, batch_size)
+    audio_seconds = sum(float(lengths.sum()) for _, lengths in batches) / encoder.sample_rate
+    report: dict[str, object] = {"parameters": sum(p.numel() for p in encoder.parameters()),
+                                 "batches": len(batches)}
+    flops: int | None = None
+    try:
+        counted = forward_flops(forward, batches, encoder.sample_rate)  # the encoder is still on CPU, float32
+        flops = counted["total"]
+        report["model_flops"] = {key: value for key, value in counted.items() if key != "counts"}
+    except Exception as error:  # noqa: BLE001 - reported, the timing still runs
+        report["model_flops"] = _error(error)
+
+    def rates(timing: dict) -> dict[str, object]:
+        out: dict[str, object] = {"audio_s_per_s": round(audio_seconds / timing["seconds"], 2)}
+        if flops is not None:
+            out["model_flops_per_s"] = flops / timing["seconds"]
+            if "timing" in peak:  # achieved / peak = (flops / t) / (peak flops / t_peak)
+                out["fraction_of_peak"] = ratio(peak["timing"], timing, scale=flops / peak["flops_per_run"])
+        return out
+
+    bare = None
+    try:
+        encoder.to(device)
+        on_device = [(waves.to(device), lengths.to(device)) for waves, lengths in batches]
+
+        def run_bare() -> None:
+            with torch.inference_mode(), autocast(device, DTYPES[dtype]):
+                for waves, lengths in on_device:
+                    forward(waves, lengths)
+
+        bare = time_runs(run_bare, device, repeats=timed_runs)
+        report["bare_forward"] = {**rates(bare), "timing": bare}
+        on_device.clear()  # the device memory goes back before the pipeline runs
+    except Exception as error:  # noqa: BLE001
+        report["bare_forward"] = _error(error)
+    finally:
+        encoder.to("cpu")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    threads = torch.get_num_threads()  # extract sets its own CPU thread count; the next encoder gets ours back
+    settings = {"accelerator": ACCELERATORS[device.type], "devices": 1, "precision": PRECISIONS[dtype]}
+    try:
+        def run_pipeline() -> None:
+            out = Path(tempfile.mkdtemp(dir=folder)) / "store"
+            extract(corpus, encoder, out, batch_size=batch_size, progress=False, **settings)
+            synchronize(device)
+
+        pipeline = time_runs(run_pipeline, device, repeats=timed_runs)
+        report["pipeline"] = {**rates(pipeline), "extract": settings, "timing": pipeline}
+        if bare is not None:
+            report["pipeline"]["time_over_bare_forward"] = ratio(pipeline, bare)
+    except Exception as error:  # noqa: BLE001
+        report["pipeline"] = {**_error(error), "extract": settings}
+    finally:
+        torch.set_num_threads(threads)
+        encoder.to("cpu")
+    return report
+
+
+def compute_main(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    skip = skipped(device, DTYPES[args.dtype])
+    if skip:
+        print(json.dumps(skip))
+        return
+    if args.timed_runs < MIN_REPEATS:
+        raise SystemExit(f"--timed-runs: at least {MIN_REPEATS}")
+    source, _ = build_corpus(args.corpus, PRESETS["default"], progress=False)
+    results: dict[str, object] = {
+        "benchmark": "extraction-compute", "device": args.device, "dtype": args.dtype,
+        "autocast": args.dtype != "float32", "machine": device_facts(device), "batch_size": args.batch_size,
+        "timed_runs": args.timed_runs, "flops_count": COUNTED,
+        "pipeline_note": "extract() takes the device and precision (Lightning accelerator, precision): timed on it",
+    }
+    results["peak"] = peak_matmul(device, DTYPES[args.dtype], n=args.peak_size, repeats=args.timed_runs)
+    print(json.dumps({"peak_flops_per_s": results["peak"]["flops_per_s"]}), file=sys.stderr)
+    results["encoders"] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        corpus = load_corpus(subset_corpus(source, args.utterances, folder))
+        results["utterances"], results["audio_seconds"] = len(corpus), round(float(corpus.durations().sum()), 1)
+        for name in args.encoders:
+            try:
+                report = compute_encoder(name, corpus, folder, device, args.dtype, args.batch_size,
+                                         args.timed_runs, results["peak"])
+            except Exception as error:  # noqa: BLE001 - e.g. weights missing: the other encoders still run
+                report = _error(error)
+            results["encoders"][name] = report
+            print(json.dumps({name: {stage: {k: v for k, v in part.items() if k != "timing"}
+                                     if isinstance(part, dict) else part for stage, part in report.items()
+                                     if stage not in ("model_flops",)}}, default=str), file=sys.stderr)
+    print(json.dumps(results, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="data/demo-corpus")
@@ -112,7 +257,19 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="*", default=["ge2e", "whisper-tiny.en", "whisper-tiny.en-fast",
                                                           "random:wav2vec2"])
     parser.add_argument("--memory-encoder", default="random:wav2vec2-tiny")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="compute mode's device (cuda: the FLOPs/peak report; without CUDA it says so and exits)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                        help="compute mode's dtype: bfloat16 runs the forward under autocast, extract with bf16-mixed")
+    parser.add_argument("--flops", action="store_true",
+                        help="compute mode on CPU float32 (implied by --device cuda or --dtype bfloat16)")
+    parser.add_argument("--timed-runs", type=int, default=MIN_REPEATS, help="compute mode: median of this many")
+    parser.add_argument("--peak-size", type=int, default=None,
+                        help="compute mode: n of the n x n peak matmul (8192 on CUDA, 2048 on CPU)")
     args = parser.parse_args()
+    if args.flops or args.device != "cpu" or args.dtype != "float32":
+        compute_main(args)
+        return
     source, _ = build_corpus(args.corpus, PRESETS["default"], progress=False)
     results: dict[str, object] = {"benchmark": "extraction", "repeats": args.repeats, "cpu_count": os.cpu_count(),
                                   "torch_threads": torch.get_num_threads(), "encoders": {}}

@@ -31,7 +31,7 @@ def machine_state() -> dict[str, Any]:
     return {"load_1min": round(os.getloadavg()[0], 2), "cores": os.cpu_count() or 1}
 
 
-def _busy_seconds() -> Optional[float]:
+def busy_seconds() -> Optional[float]:
     """CPU seconds the whole machine has been busy (all cores), or None where /proc/stat is missing."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -66,10 +66,10 @@ def time_isolated(setup: str, run: str, *, repeats: int = MIN_REPEATS, warmup: i
         "    times.append(time.perf_counter() - _start)",
         f"print('@@RESULT@@' + json.dumps({{'times': times, 'result': {result}}}, default=float))",
     ])
-    before, busy, own, wall = machine_state(), _busy_seconds(), _children_seconds(), time.perf_counter()
+    before, busy, own, wall = machine_state(), busy_seconds(), _children_seconds(), time.perf_counter()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     wall = time.perf_counter() - wall
-    others = None if busy is None else max(0.0, (_busy_seconds() - busy) - (_children_seconds() - own)) / wall
+    others = None if busy is None else max(0.0, (busy_seconds() - busy) - (_children_seconds() - own)) / wall
     after = machine_state()
     if done.returncode != 0:
         raise RuntimeError(f"timed process failed:\n{done.stderr[-3000:]}")
