@@ -18,11 +18,14 @@ Public API
   memory changes no result.
 - :func:`numeric_matrix`, :func:`check_finite` - a 2-D numeric array checked without converting it (a memory
   map stays one), and checked finite a block at a time.
+- :func:`release_pages` - a memory map's pages handed back once read, so the resident set shows what a sweep
+  holds rather than every layer it has read.
 
 Plain numpy; nothing here knows about probes, encoders or torch.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from typing import Any, Optional, Sequence
@@ -30,7 +33,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 __all__ = ["BLOCK_BYTES", "check_finite", "default_budget", "format_size", "gather_rows", "gathered_dtype", "layer_banks",
-           "numeric_matrix", "parse_size", "standardisation", "standardise_"]
+           "numeric_matrix", "parse_size", "release_pages", "standardisation", "standardise_"]
 
 # Rows are read, converted and standardised this many bytes (float64) at a time: the only temporaries.
 BLOCK_BYTES = 16 * 2**20
@@ -127,6 +130,7 @@ def check_finite(name: str, X: np.ndarray) -> None:
     step = _block_rows(X.shape[-1])
     for start in range(0, X.shape[0], step):
         _check_finite(name, np.asarray(X[start:start + step]))
+    release_pages(X)
 
 
 def _check_finite(name: str, block: np.ndarray) -> None:
@@ -138,6 +142,21 @@ def _check_finite(name: str, block: np.ndarray) -> None:
         finite = bool(np.all(np.isfinite(block))) if block.dtype.kind == "f" else True
     if not finite:
         raise ValueError(f"{name} contains NaN or Inf")
+
+
+def release_pages(X: Any) -> None:
+    """Let go of the pages of a memory-mapped array this process has read (they stay in the page cache, so a
+    second read costs no disk access): its resident memory then shows what it holds, not every layer it read
+    (without this, a 200,000-utterance sweep's resident set counted its 7.4 GB of layers as well). A no-op for
+    arrays that are not memory maps, or where the system has no madvise."""
+    base = X
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is not None and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            base.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # closed, or a system that refuses: only the resident figure suffers
+            pass
 
 
 def gathered_dtype(layers: Sequence[Any]) -> np.dtype:
@@ -165,6 +184,7 @@ def gather_rows(layers: Sequence[Any], rows: np.ndarray, *, names: Optional[Sequ
             block = np.asarray(X[rows[start:start + step]])
             _check_finite(what, block)
             out[g, start:start + step] = block
+        release_pages(X)
     return out
 
 

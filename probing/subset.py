@@ -33,7 +33,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.budget import check_finite, numeric_matrix
+from speechprobe.probing.checks import label_vector
 from speechprobe.probing.options import TrainingOptions
 from speechprobe.probing.probe import fit_probes
 
@@ -185,8 +186,10 @@ def minimal_subset(
     Cost: one batched fit, two with ``n_refine > 0`` when there is something to refine (see the module
     docstring).
     """
-    X_train = feature_matrix("X_train", X_train)
-    X_val = feature_matrix("X_val", X_val)
+    # checked, not converted: float32 rows stay float32 (fit_probes standardises them into float32 anyway)
+    X_train, X_val = numeric_matrix("X_train", X_train), numeric_matrix("X_val", X_val)
+    check_finite("X_train", X_train)
+    check_finite("X_val", X_val)
     n, d = X_train.shape
     if X_val.shape[1] != d:
         raise ValueError(f"X_val has {X_val.shape[1]} features but X_train has {d}")

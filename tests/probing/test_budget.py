@@ -152,3 +152,29 @@ def test_a_sweep_within_a_small_budget_gives_the_same_result_in_bounded_memory(t
     # never the data (13.8 MB) nor a float64 copy of it
     assert peak < 2 * layer_rows + 4 * 2**20
     assert peak < data * 0.6
+
+
+def _resident_file_bytes() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssFile")
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED") or not __import__("os").path.exists("/proc/self/status"),
+                    reason="needs madvise and /proc (Linux)")
+def test_a_memory_map_read_for_training_is_not_left_resident(tmp_path):
+    X = np.random.default_rng(0).standard_normal((50_000, 256)).astype(np.float32)  # 51 MB
+    np.save(tmp_path / "layer.npy", X)
+    del X
+    layer = np.load(tmp_path / "layer.npy", mmap_mode="r")
+    before = _resident_file_bytes()
+    float(np.asarray(layer).sum())  # every page read, as without releasing them
+    touched = _resident_file_bytes()
+    assert touched - before > 40e6
+    budget.release_pages(layer[10:20])  # through a view too
+    assert _resident_file_bytes() - before < 5e6
+    rows = np.arange(0, 50_000, 3)
+    gathered = gather_rows([layer], rows)
+    assert _resident_file_bytes() - before < 5e6 and np.array_equal(gathered[0], np.asarray(layer)[rows])
+    budget.release_pages(np.zeros(3))  # not a memory map: nothing to do
