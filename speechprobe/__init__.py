@@ -44,6 +44,11 @@ _API: dict[str, str] = {
     "ablation_curve": "speechprobe.probing.ablation",
     "similarity_matrix": "speechprobe.probing.similarity",
     "linear_cka": "speechprobe.probing.similarity",
+    # the encoder's own job, and concept erasure
+    "LeaceEraser": "speechprobe.probing.erasure",
+    "verification_eer": "speechprobe.probing.verification",
+    "equal_error_rate": "speechprobe.probing.verification",
+    "word_error_rate": "speechprobe.probing.transcripts",
 }
 __all__ = sorted(_API)
 
@@ -53,6 +58,7 @@ if TYPE_CHECKING:  # static tools see the real names
     from speechprobe.encoders.store import RepresentationStore
     from speechprobe.probing.ablation import ablate, ablation_curve
     from speechprobe.probing.crossval import cross_validate_layers
+    from speechprobe.probing.erasure import LeaceEraser
     from speechprobe.probing.options import TrainingOptions
     from speechprobe.probing.path import RegularisationPath
     from speechprobe.probing.probe import ElasticNetProbe
@@ -61,6 +67,8 @@ if TYPE_CHECKING:  # static tools see the real names
     from speechprobe.probing.similarity import linear_cka, similarity_matrix
     from speechprobe.probing.subset import minimal_subset
     from speechprobe.probing.sweep import probe_layers
+    from speechprobe.probing.transcripts import word_error_rate
+    from speechprobe.probing.verification import equal_error_rate, verification_eer
     from speechprobe.tasks.corpus import Corpus, load_corpus
     from speechprobe.tasks.splits import control_labels, cross_validation_splits, make_split
     from speechprobe.tasks.synthetic import CorpusConfig, build_corpus
