@@ -80,6 +80,26 @@ class SpeechEncoder(nn.Module):
         """How many feature frames (or samples) of each row are real audio."""
         return torch.as_tensor(lengths, dtype=torch.int64)
 
+    # ---- interventions (encoders.interventions): one layer's frames changed during the forward pass ------
+
+    #: True where `forward` (and `forward_features`) pass every layer through the active intervention as the
+    #: layer is produced, before later layers read it; `intervene` refuses an encoder that does not
+    supports_interventions: bool = False
+
+    def active_intervention(self, position: int | None = None):  # -> BoundIntervention | None
+        """The intervention set by `encoders.interventions.intervene`, if any (and if at layer `position`)."""
+        active = self.__dict__.get("_active_intervention")
+        if active is None or (position is not None and active.position != position):
+            return None
+        return active
+
+    def _intervened(self, position: int, states: Tensor, lengths: Tensor | None = None,
+                    time_offsets: Tensor | None = None) -> Tensor:
+        """`states` (batch, frames, dim) of layer `position`, intervened on the first `lengths[b]` frames of
+        each row (None: every frame) when an intervention at that layer is active; else `states` itself."""
+        active = self.active_intervention(position)
+        return states if active is None else active.padded(states, lengths, time_offsets)
+
     def describe(self) -> dict[str, object]:
         return {
             "name": self.name,

@@ -21,12 +21,20 @@ Layers, input side first, one frame per window:
 Padding invariance: the batch is masked past each row's length and centre-padded with zeros, so a
 window sees the same zeros whether they come from the centring or from batch padding; only each row's
 valid windows (centre in the real audio) go through the network, in chunks that bound memory.
+
+Interventions (`encoders.interventions`; every computed window is real): at "convK" the state is a channel's
+mean over positions, so a replacement (mean, value, zero, resample) sets the chosen channels to the value at
+every position (the channel's pattern is gone, its mean is the value) and a transform adds the change of the
+mean at every position (the pattern shifted); the next block reads the result, and the stored state is the
+exact new mean. At "conv6.flat" the classifier's input changes (the "conv6" view, computed before, does
+not); at "classifier" the sigmoid outputs.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +71,10 @@ class Crepe(nn.Module):
         self.in_features = 4 * out_channels[-1]
         self.classifier = nn.Linear(self.in_features, PITCH_BINS)
 
-    def blocks(self, frames: Tensor) -> list[Tensor]:
+    def blocks(self, frames: Tensor, edit: Callable[[int, Tensor], Tensor] | None = None) -> list[Tensor]:
         """(windows, 1024) normalised frames -> six (windows, channels, positions) block outputs.
+
+        `edit(k, block)` (k from 0) may replace each block's output before the next block reads it.
 
         The (k, 1) Conv2d kernels run as conv1d on squeezed weights: the same arithmetic, 2-3x faster
         on CPU than torchcrepe's 2-D convolutions over a width-1 axis.
@@ -77,6 +87,8 @@ class Crepe(nn.Module):
             x = F.relu(F.conv1d(x, conv.weight.squeeze(-1), conv.bias, stride=conv.stride[0]))
             x = F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
             x = F.max_pool1d(x, 2, 2)
+            if edit is not None:
+                x = edit(k - 1, x)
             outputs.append(x)
         return outputs
 
@@ -122,6 +134,8 @@ def frame_windows(waves: Tensor, lengths: Tensor, hop_length: int = HOP_LENGTH) 
 class CrepeEncoder(SpeechEncoder):
     """CREPE tiny/full as a `SpeechEncoder`: every conv block, the classifier input and the pitch bins."""
 
+    supports_interventions = True
+
     def __init__(self, model: str = "tiny", *, weights: str | Path | None = None, pretrained: bool = True,
                  hop_length: int = HOP_LENGTH, seed: int = 0) -> None:
         super().__init__()
@@ -151,7 +165,9 @@ class CrepeEncoder(SpeechEncoder):
         windows, frame_lengths = frame_windows(waves.to(weight), lengths, self.hop_length)
         batch, n_frames = windows.shape[:2]
         valid = torch.arange(n_frames, device=windows.device)[None, :] < frame_lengths[:, None]
-        features = [self._features(chunk) for chunk in windows[valid].split(self.windows_per_chunk)]
+        times = torch.arange(n_frames, device=windows.device)[None, :].expand(batch, n_frames)[valid]
+        features = [self._features(chunk, chunk_times) for chunk, chunk_times in
+                    zip(windows[valid].split(self.windows_per_chunk), times.split(self.windows_per_chunk))]
         states = []
         for layer, dim in enumerate(self.layer_dims):
             state = windows.new_zeros(batch, n_frames, dim)
@@ -159,12 +175,38 @@ class CrepeEncoder(SpeechEncoder):
             states.append(state)
         return EncoderOutput(states=states, frame_lengths=[frame_lengths] * len(states))
 
-    def _features(self, frames: Tensor) -> list[Tensor]:
-        """Every layer for a chunk of windows: (windows, dim) each."""
-        blocks = self.crepe.blocks(frames)
+    def _features(self, frames: Tensor, times: Tensor | None = None) -> list[Tensor]:
+        """Every layer for a chunk of windows: (windows, dim) each; `times`: each window's frame index."""
+        active = self.active_intervention()
+        if active is None:
+            blocks = self.crepe.blocks(frames)
+            flat = self.crepe.flatten(blocks[-1])
+            pooled = [block.mean(dim=2) for block in blocks]
+            return [*pooled, flat, torch.sigmoid(self.crepe.classifier(flat))]
+        if times is None:
+            times = torch.zeros(len(frames), dtype=torch.long, device=frames.device)
+        exact: dict[int, Tensor] = {}
+
+        def edit(position: int, block: Tensor) -> Tensor:
+            if position != active.position:
+                return block
+            means = block.mean(dim=2)
+            changed = active.rows(means, times)
+            exact[position] = changed
+            if active.mode == "transform":  # shift every position by the change of the mean
+                return block + (changed - means)[:, :, None]
+            columns = active.columns(block.device)
+            filled = block.clone()
+            filled[:, columns] = changed[:, columns, None].expand(-1, -1, block.shape[2])
+            return filled
+
+        blocks = self.crepe.blocks(frames, edit)
+        pooled = [exact.get(k, block.mean(dim=2)) for k, block in enumerate(blocks)]
         flat = self.crepe.flatten(blocks[-1])
-        pooled = [block.mean(dim=2) for block in blocks]
-        return [*pooled, flat, torch.sigmoid(self.crepe.classifier(flat))]
+        flat = active.rows(flat, times) if active.position == len(blocks) else flat
+        classifier = torch.sigmoid(self.crepe.classifier(flat))
+        classifier = active.rows(classifier, times) if active.position == len(blocks) + 1 else classifier
+        return [*pooled, flat, classifier]
 
     def _check(self, waves: Tensor, lengths: Tensor) -> None:
         if waves.dim() != 2 or lengths.shape != (waves.shape[0],):

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from speechprobe.encoders.base import EncoderError, SpeechEncoder
 from speechprobe.encoders.choices import DTYPES, POOLINGS, PRECISIONS
+from speechprobe.encoders.interventions import BoundIntervention, Intervention, intervene
 from speechprobe.encoders.pooling import pool, pooled_dim
 from speechprobe.encoders.resample import resample_rows
 from speechprobe.encoders.store import StoreSettings, StoreWriter
@@ -133,10 +134,12 @@ class ExtractionModule(pl.LightningModule):
     """Wraps a frozen encoder: one forward pass per batch, every chosen layer pooled on the device."""
 
     def __init__(self, encoder: SpeechEncoder, layers: Sequence[int], pooling: str,
-                 window: Optional[int] = None) -> None:
+                 window: Optional[int] = None, intervention: Optional[Intervention] = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.layers, self.pooling, self.window = list(layers), pooling, window
+        self.intervention = intervention
+        self._bound: Optional[BoundIntervention] = None  # bound once per process (its tensors cached per device)
 
     def on_predict_start(self) -> None:
         # CPU processes share the cores: more torch threads than cores stall every op (measured 10x).
@@ -147,8 +150,11 @@ class ExtractionModule(pl.LightningModule):
         if batch["errors"]:
             raise CorpusError(batch["errors"][0])
         waves, lengths = resample_rows(batch["waves"], batch["lengths"], batch["rates"], self.encoder.sample_rate)
+        if self.intervention is not None and self._bound is None:
+            self._bound = self.intervention.bind(self.encoder)
         try:
-            output = encode(self.encoder, waves, lengths, self.window, batch_size=len(batch["indices"]))
+            with intervene(self.encoder, self._bound) if self._bound is not None else nullcontext():
+                output = encode(self.encoder, waves, lengths, self.window, batch_size=len(batch["indices"]))
         except torch.OutOfMemoryError:
             raise EncoderError(f"out of memory on a batch of {len(batch['indices'])} utterances of up to "
                                f"{waves.shape[1] / self.encoder.sample_rate:.1f} s; "
@@ -218,8 +224,13 @@ class ExtractionResult:
 def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling: str = "mean",
             layers: Sequence[str] | None = None, batch_size: int = 16, devices: int = 1, accelerator: str = "auto",
             precision: str = "32", dtype: str = "float32", num_workers: int = 0,
-            window_seconds: Optional[float] = None, progress: bool = True) -> ExtractionResult:
+            window_seconds: Optional[float] = None, progress: bool = True,
+            intervention: Optional[Intervention] = None) -> ExtractionResult:
     """Extract (or reuse, or resume) the store at `out` for `corpus` through `encoder`.
+
+    With `intervention` (`encoders.interventions`), every forward pass applies it: the store is that of the
+    intervened encoder, its manifest records `intervention.describe()` and its cache key includes it (a
+    store without one keeps its key). A callable transform cannot key a cache and is refused.
 
     An utterance longer than the encoder's window (Whisper: 30 s) or than `window_seconds` is encoded in
     equal windows whose frames are pooled together (`encoders.windows`): every real frame counts once.
@@ -237,6 +248,15 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
     if batch_size < 1 or devices < 1:
         raise EncoderError("--batch-size and --devices must be at least 1")
     positions = resolve_layers(encoder, layers)
+    intervention_info = None
+    if intervention is not None:
+        if not isinstance(intervention, Intervention):
+            raise EncoderError(f"intervention must be an Intervention, got {type(intervention).__name__}")
+        bound = intervention.bind(encoder)  # a bad layer, neuron or dim fails here, before anything is written
+        if not bound.content_keyed:
+            raise EncoderError(f"intervention {intervention.summary()}: a callable transform has no content to key "
+                               "a store on; pass affine=(mean, left, right) instead")
+        intervention, intervention_info = bound.intervention, bound.describe()
     try:
         window = effective_window(encoder, window_seconds)
     except ValueError as error:
@@ -250,7 +270,8 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
         encoder=encoder.name, weights_hash=encoder.weights_hash(), corpus_fingerprint=corpus.fingerprint(),
         utterances=len(corpus), pooling=pooling, dtype=dtype,
         layers=tuple(encoder.layer_names[p] for p in positions),
-        layer_dims=tuple(pooled_dim(encoder.layer_dims[p], pooling) for p in positions), window=window)
+        layer_dims=tuple(pooled_dim(encoder.layer_dims[p], pooling) for p in positions), window=window,
+        intervention=intervention_info)
     writer = StoreWriter(Path(out), settings)
     if writer.cached():  # read-only: a complete store is reused without taking its lock
         return ExtractionResult(Path(out), True, True, settings)
@@ -266,7 +287,7 @@ def extract(corpus: Corpus, encoder: SpeechEncoder, out: str | Path, *, pooling:
         if pending and not _predict(corpus, encoder, writer, positions, lengths, pending, pooling=pooling,
                                     batch_size=batch_size, devices=devices, accelerator=accelerator,
                                     precision=precision, dtype=dtype, num_workers=num_workers, window=window,
-                                    progress=progress):
+                                    progress=progress, intervention=intervention):
             return ExtractionResult(Path(out), False, False, settings)
         writer.finalize(corpus.metadata, {"corpus_source": corpus.source, "sample_rate": encoder.sample_rate,
                                           "encoder_info": encoder.describe()})
@@ -281,7 +302,8 @@ def _is_launching_process() -> bool:
 
 def _predict(corpus: Corpus, encoder: SpeechEncoder, writer: StoreWriter, positions: list[int], lengths: np.ndarray,
              pending: int, *, pooling: str, batch_size: int, devices: int, accelerator: str, precision: str,
-             dtype: str, num_workers: int, window: Optional[int], progress: bool) -> bool:
+             dtype: str, num_workers: int, window: Optional[int], progress: bool,
+             intervention: Optional[Intervention] = None) -> bool:
     """Run the pending utterances through `Trainer.predict`; True on the main process."""
     _quiet_lightning()
     try:
@@ -293,7 +315,7 @@ def _predict(corpus: Corpus, encoder: SpeechEncoder, writer: StoreWriter, positi
     except (ValueError, RuntimeError, MisconfigurationException) as error:  # e.g. 16-mixed or GPUs on a CPU
         raise EncoderError(f"cannot run on --accelerator {accelerator} --devices {devices} "
                            f"--precision {precision}: {' '.join(str(error).split())}") from None
-    module = ExtractionModule(encoder, positions, pooling, window)
+    module = ExtractionModule(encoder, positions, pooling, window, intervention)
     data = ExtractionData(corpus, writer, lengths, batch_size, num_workers)
     sigint = signal.getsignal(signal.SIGINT)
     try:

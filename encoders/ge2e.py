@@ -20,6 +20,12 @@ so padding never enters). "embedding" is resemblyzer's `embed_utterance`: window
 each run through the LSTM stack from a zero state, last hidden state -> Linear -> ReLU -> L2 norm. Its
 frames are these partial embeddings, so mean pooling gives resemblyzer's average *before* its final
 renormalisation (renormalise the pooled vector to get resemblyzer's d-vector exactly).
+
+Interventions (`encoders.interventions`): an intervention at lstm k changes the packed data of the
+whole-utterance pass (real frames only) and every d-vector window's LSTM states (all 160 frames: a
+window's zero-padded tail is resemblyzer's own input, read by the last step the d-vector takes), at the
+same absolute frame times, so later layers and the "embedding" see it. At "embedding" it changes the
+partial embeddings themselves (nothing comes after them).
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from speechprobe.encoders.base import EncoderError, EncoderOutput, SpeechEncoder
 from speechprobe.encoders.frontend import centred_frame_count, mel_filterbank, power_spectrogram
@@ -96,6 +102,8 @@ def load_checkpoint(path: Path) -> dict[str, Tensor]:
 class GE2EEncoder(SpeechEncoder):
     """resemblyzer's VoiceEncoder with its LSTM split per layer and a batched torch front end."""
 
+    supports_interventions = True
+
     def __init__(self, weights_path: str | Path | None = None, *, pretrained: bool = True, seed: int = 0) -> None:
         """`pretrained=False` keeps the architecture with seeded random weights (PyTorch's default init)."""
         super().__init__()
@@ -143,11 +151,15 @@ class GE2EEncoder(SpeechEncoder):
         spec = power_spectrogram(waves, N_FFT, HOP)
         return torch.matmul(self.mel_basis, spec).transpose(1, 2)
 
-    def embed_partials(self, windows: Tensor) -> Tensor:
-        """(n, 160, 40) mel windows -> (n, 256) L2-normalised partial embeddings (VoiceEncoder.forward)."""
+    def embed_partials(self, windows: Tensor, starts: Tensor | None = None) -> Tensor:
+        """(n, 160, 40) mel windows -> (n, 256) L2-normalised partial embeddings (VoiceEncoder.forward).
+
+        `starts`: each window's first frame in its utterance (the times an active intervention sees; 0 if None).
+        """
         hidden = windows
-        for lstm in self.lstms:
+        for position, lstm in enumerate(self.lstms):
             hidden, _ = lstm(hidden)
+            hidden = self._intervened(position, hidden, None, starts)
         return F.normalize(F.relu(self.linear(hidden[:, -1])), dim=1)
 
     # The input features are the natural log of the power mel (floored at LOG_FLOOR), so that attribution
@@ -190,6 +202,7 @@ class GE2EEncoder(SpeechEncoder):
         if count < len(self.lstms) or last_layer == len(self.lstms) - 1:  # the d-vector layer is not needed
             return EncoderOutput(states=states, frame_lengths=[frame_lengths] * len(states))
         embeddings, counts = self._partial_embeddings(mel, [partial_starts(n) for n in lengths.tolist()])
+        embeddings = self._intervened(len(self.lstms), embeddings, counts)
         return EncoderOutput(states=[*states, embeddings],
                              frame_lengths=[frame_lengths] * len(states) + [counts])
 
@@ -214,8 +227,12 @@ class GE2EEncoder(SpeechEncoder):
         total = int(frame_lengths.max())
         packed = pack_padded_sequence(mel, frame_lengths, batch_first=True, enforce_sorted=False)
         states = []
-        for lstm in self.lstms[:count]:
+        for position, lstm in enumerate(self.lstms[:count]):
             packed, _ = lstm(packed)
+            active = self.active_intervention(position)
+            if active is not None:  # the packed data holds the real frames only
+                packed = PackedSequence(active.packed(packed.data, packed.batch_sizes), packed.batch_sizes,
+                                        packed.sorted_indices, packed.unsorted_indices)
             states.append(pad_packed_sequence(packed, batch_first=True, total_length=total)[0])
         return states
 
@@ -224,7 +241,7 @@ class GE2EEncoder(SpeechEncoder):
         rows = torch.tensor([i for i, row in enumerate(starts) for _ in row], device=mel.device)
         firsts = torch.tensor([s for row in starts for s in row], device=mel.device)
         windows = mel.unfold(1, PARTIAL_FRAMES, 1)[rows, firsts].transpose(1, 2)  # (n, 160, 40)
-        partials = self.embed_partials(windows)
+        partials = self.embed_partials(windows, firsts)
         counts = torch.tensor([len(row) for row in starts])
         slots = torch.cat([torch.arange(len(row)) for row in starts]).to(mel.device)
         out = partials.new_zeros(len(starts), int(counts.max()), EMBEDDING)

@@ -17,6 +17,10 @@ utterance on its real samples when it holds a GroupNorm (batched otherwise: a va
 field lies inside the real samples); projection and transformer run once per batch with an attention
 mask. data2vec-audio stacks several positional convolutions, so padded frames are zeroed between them
 as an utterance alone would see. Input normalisation uses each row's real samples only.
+
+Interventions (`encoders.interventions`), real frames only: "features" through the first block's pre-hook
+(its input), each block through its output hook, "blockN.final_layer_norm" on `last_hidden_state`; the
+captured states are the intervened ones.
 """
 from __future__ import annotations
 
@@ -80,6 +84,8 @@ _FEATURE_EXTRACTOR: dict[str, dict[str, Any]] = {
 class HFEncoder(SpeechEncoder):
     """A transformers wav2vec2-family model (`...Model`, no head), every transformer layer in one pass."""
 
+    supports_interventions = True
+
     def __init__(self, model: nn.Module, feature_extractor: Any, name: str) -> None:
         super().__init__()
         config = model.config
@@ -141,7 +147,7 @@ class HFEncoder(SpeechEncoder):
         mask = torch.arange(features.shape[1], device=device)[None, :] < frames[:, None]
         hidden = self.model.feature_projection(features)
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        states = self._encode(hidden, mask)
+        states = self._encode(hidden, mask, frames)
         return EncoderOutput(states=states, frame_lengths=[frames] * len(states))
 
     def _cnn(self, waves: Tensor, lengths: Tensor, frames: Tensor) -> Tensor:
@@ -151,19 +157,32 @@ class HFEncoder(SpeechEncoder):
         rows = [cnn(wave[None, :length]).transpose(1, 2)[0] for wave, length in zip(waves, lengths.tolist())]
         return nn.utils.rnn.pad_sequence(rows, batch_first=True)
 
-    def _encode(self, hidden: Tensor, mask: Tensor) -> list[Tensor]:
-        """One pass through `model.encoder`; forward hooks read each block's input and outputs."""
+    def _encode(self, hidden: Tensor, mask: Tensor, frames: Tensor | None = None) -> list[Tensor]:
+        """One pass through `model.encoder`; forward hooks read each block's input and outputs (and replace
+        them by their intervened version when an intervention is active there; `frames`: real frames per row)."""
         encoder = self.model.encoder
         captured: list[Tensor] = []
 
-        def block_input(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            captured.append(args[0] if args else kwargs["hidden_states"])
+        def block_input(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            state = args[0] if args else kwargs["hidden_states"]
+            changed = self._intervened(0, state, frames)
+            captured.append(changed)
+            if changed is state:
+                return None
+            return ((changed, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": changed})
 
-        def block_output(_module: nn.Module, _args: tuple, output: Any) -> None:
-            captured.append(output[0] if isinstance(output, tuple) else output)
+        def block_output(position: int) -> Any:
+            def hook(_module: nn.Module, _args: tuple, output: Any) -> Any:
+                state = output[0] if isinstance(output, tuple) else output
+                changed = self._intervened(position, state, frames)
+                captured.append(changed)
+                if changed is state:
+                    return None
+                return (changed, *output[1:]) if isinstance(output, tuple) else changed
+            return hook
 
         hooks = [encoder.layers[0].register_forward_pre_hook(block_input, with_kwargs=True)]
-        hooks += [layer.register_forward_hook(block_output) for layer in encoder.layers]
+        hooks += [layer.register_forward_hook(block_output(i + 1)) for i, layer in enumerate(encoder.layers)]
         try:
             with _zero_padding_between_positional_convs(encoder, mask):
                 last = encoder(hidden, attention_mask=mask).last_hidden_state
@@ -173,7 +192,7 @@ class HFEncoder(SpeechEncoder):
         if len(captured) != len(encoder.layers) + 1:  # a skipped block would shift every name after it
             raise RuntimeError(f"{self.name}: read {len(captured)} states from {len(encoder.layers)} blocks")
         if self.stable_layer_norm:
-            captured.append(last)
+            captured.append(self._intervened(len(captured), last, frames))
         return captured
 
 

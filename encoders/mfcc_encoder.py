@@ -11,6 +11,8 @@ Layers, input side first:
 - "mfcc+deltas": coefficients, deltas and delta-deltas (HTK regression over +-2 frames), the classic
   ASR front end. At a row's ends the frames are repeated, within that row's real frames only, so the
   deltas never see batch padding.
+Interventions (`encoders.interventions`): at "mfcc" before the deltas are taken (they see the change), at
+"mfcc+deltas" on the stacked frames; real frames only.
 No weights: the "weights hash" covers the window, filterbank and DCT matrix (buffers), so a store
 extracted with other settings is never mistaken for this one.
 """
@@ -55,6 +57,7 @@ class MFCCEncoder(SpeechEncoder):
     """MFCCs in torch rather than numpy: the encoder contract is batched tensors on the model's device."""
 
     feature_kind = "log-mel"
+    supports_interventions = True
 
     def __init__(self, n_mfcc: int = N_MFCC, n_mels: int = N_MELS, sample_rate: int = SAMPLE_RATE) -> None:
         super().__init__()
@@ -93,10 +96,12 @@ class MFCCEncoder(SpeechEncoder):
         counts = self.frame_count(lengths).to(features.device)
         real = torch.arange(features.shape[1], device=features.device)[None, :] < counts[:, None]
         coefficients = (features @ self.dct_matrix.to(features.dtype)) * real[..., None]
+        coefficients = self._intervened(0, coefficients, counts)
         if last_layer is not None and last_layer < 1:
             return EncoderOutput(states=[coefficients], frame_lengths=[counts])
         delta = deltas(coefficients, counts)
         stacked = torch.cat([coefficients, delta, deltas(delta, counts)], dim=2) * real[..., None]
+        stacked = self._intervened(1, stacked, counts)
         return EncoderOutput(states=[coefficients, stacked], frame_lengths=[counts, counts])
 
     def forward(self, waves: Tensor, lengths: Tensor) -> EncoderOutput:

@@ -60,6 +60,9 @@ class StoreSettings:
     layer_dims: tuple[int, ...]  # pooled dims, as stored
     # samples per window, set only when some utterance was longer than it (encoded in windows, frames joined)
     window: Optional[int] = None
+    # what `encoders.interventions.Intervention.describe()` says, set only for a store of an intervened forward
+    # pass (a plain store's key, and manifest, stay as they were)
+    intervention: Optional[dict] = None
 
     def key(self) -> str:
         # a setting left at None is left out, so stores written before it existed keep their keys
@@ -68,7 +71,18 @@ class StoreSettings:
 
     def describe(self) -> str:
         return (f"encoder {self.encoder} ({self.weights_hash}), corpus {self.corpus_fingerprint}, "
-                f"{self.pooling} pooling, {self.dtype}, {len(self.layers)} layers")
+                f"{self.pooling} pooling, {self.dtype}, {len(self.layers)} layers"
+                + (f", intervention {_describe_intervention(self.intervention)}" if self.intervention else ""))
+
+
+def _describe_intervention(info: object) -> str:
+    """"mean of 2 neurons at lstm2" from an intervention's description."""
+    if not isinstance(info, dict):
+        return repr(info)
+    neurons = info.get("neurons")
+    chosen = "every neuron" if neurons == "all" else (
+        f"{len(neurons)} neurons" if isinstance(neurons, list) else repr(neurons))
+    return f"{info.get('mode')} of {chosen} at {info.get('layer')}"
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -250,7 +264,7 @@ class StoreWriter:
                 os.replace(index_tmp, self.path / INDEX)
             with _writing(self.path, MANIFEST):
                 _write_json(self.path / MANIFEST, {
-                    "format": FORMAT, "version": VERSION, "key": settings.key(), **asdict(settings),
+                    "format": FORMAT, "version": VERSION, "key": settings.key(), **_manifest_settings(settings),
                     "layer_files": [f"{LAYERS_DIR}/{layer_file_name(name)}" for name in settings.layers],
                     "software": software_versions(), **extra,
                 })
@@ -349,6 +363,14 @@ def lock_holder(path: str | Path) -> str:
     return f"pid {owner['pid']} on {owner.get('host', '?')} since {owner.get('since', '?')}"
 
 
+def _manifest_settings(settings: StoreSettings) -> dict:
+    """The settings as the manifest records them; `intervention` only where there is one."""
+    recorded = asdict(settings)
+    if recorded.get("intervention") is None:
+        recorded.pop("intervention", None)
+    return recorded
+
+
 def _jsonable(value: object) -> object:
     """Tuples and lists compare equal after a JSON round trip."""
     return json.loads(json.dumps(value))
@@ -370,7 +392,8 @@ def software_versions() -> dict[str, str]:
 
 def _describe_manifest(manifest: dict) -> str:
     return (f"encoder {manifest.get('encoder')}, corpus {manifest.get('corpus_fingerprint')}, "
-            f"{manifest.get('pooling')} pooling, {manifest.get('dtype')}")
+            f"{manifest.get('pooling')} pooling, {manifest.get('dtype')}"
+            + (f", intervention {_describe_intervention(manifest['intervention'])}" if manifest.get("intervention") else ""))
 
 
 _REQUIRED = {"encoder": str, "weights_hash": str, "corpus_fingerprint": str, "utterances": int, "pooling": str,
@@ -598,6 +621,7 @@ class RepresentationStore:
             f"  encoder     {m['encoder']} (weights {m['weights_hash']})",
             f"  corpus      {m.get('corpus_source', '?')} (fingerprint {m['corpus_fingerprint']}), {m['utterances']} utterances",
             f"  pooling     {m['pooling']}, stored as {m['dtype']}",
+            *([f"  intervened  {_describe_intervention(m['intervention'])}"] if m.get("intervention") else []),
             f"  labels      {', '.join(c for c in self.index.columns if c not in ('utt_id', 'file_name'))}",
             "  software    " + ", ".join(f"{k} {v}" for k, v in m.get("software", {}).items()),
             f"  layers ({len(self.layer_names)}):",

@@ -22,6 +22,11 @@ Layers: `conv` (the two GELU convolutions plus positional embedding: the transfo
 One forward pass refuses inputs longer than the 30 s window (`EncoderError`) rather than truncating them:
 a silently shortened utterance would give a vector that no longer describes the audio it is labelled with.
 Extraction encodes longer utterances in windows and pools all their frames (`encoders.windows`).
+
+Interventions (`encoders.interventions`) apply after "conv", after each block and after the final LayerNorm.
+Fast mode: on the real frames only (padded frames are masked out of attention). Faithful mode: on every
+frame of the 30 s window, since real frames attend to the silent ones (left unchanged, they would carry the
+neuron past the intervention); they are each utterance's own, so padding invariance holds in both modes.
 """
 from __future__ import annotations
 
@@ -103,6 +108,8 @@ def whisper_log_mel(waves: Tensor, n_frames: int, filters: Tensor, n_fft: int = 
 
 class WhisperEncoder(SpeechEncoder):
     """Every layer of a transformers Whisper encoder, in faithful (30 s window) or fast (masked) mode."""
+
+    supports_interventions = True
 
     def __init__(self, module: nn.Module, feature_config: object = None, name: str = MODEL_NAME,
                  fast: bool = False) -> None:
@@ -213,6 +220,8 @@ class WhisperEncoder(SpeechEncoder):
         hidden = nn.functional.gelu(encoder.conv1(features))
         hidden = nn.functional.gelu(encoder.conv2(hidden)).transpose(1, 2)
         hidden = hidden + encoder.embed_positions.weight[: hidden.shape[1]]
+        # an active intervention touches the real frames in fast mode, the whole window in faithful mode
+        hidden = self._intervened(0, hidden, frame_lengths)
         mask = None
         if frame_lengths is not None:
             padded = torch.arange(hidden.shape[1], device=hidden.device)[None, :] >= frame_lengths[:, None]
@@ -224,8 +233,9 @@ class WhisperEncoder(SpeechEncoder):
                 return states
             output = layer(hidden, mask)
             hidden = output[0] if isinstance(output, tuple) else output
+            hidden = self._intervened(len(states), hidden, frame_lengths)
             states.append(hidden)
-        states.append(encoder.layer_norm(hidden))
+        states.append(self._intervened(len(states), encoder.layer_norm(hidden), frame_lengths))
         return states
 
 
