@@ -60,13 +60,11 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 import numpy as np
-from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.utils.validation import check_is_fitted
 
-from speechprobe.probing.budget import check_finite, numeric_matrix
-from speechprobe.probing.checks import label_vector
+from speechprobe.probing.checks import estimator_matrix, label_vector
 
 __all__ = ["LEDOIT_WOLF", "LeaceEraser", "ProjectionEraser"]
 
@@ -107,25 +105,9 @@ def _shrinkage(value: Any) -> Any:
 
 
 def _matrix(X: Any, name: str = "X") -> np.ndarray:
-    """X as float64 (N, D), with one line for sparse, complex, 1-D, featureless, non-numeric or non-finite
-    input, in the words scikit-learn's estimator checks read (as ``probing.probe``'s estimators; its helper
-    is not imported: ``probe`` pulls in Lightning, ~10 s, and erasure needs numpy only)."""
-    if sparse.issparse(X):
-        raise ValueError(f"{name} is a sparse matrix: sparse input is not supported, pass a dense array")
-    try:
-        array = np.asarray(X)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array") from None
-    if array.dtype.kind == "c":
-        raise ValueError(f"Complex data not supported: {name} is complex")
-    if array.ndim == 1:
-        raise ValueError(f"{name} must be a 2-D array (n_examples, n_features), got shape {array.shape}: Reshape "
-                         "your data with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single example")
-    if array.ndim == 2 and array.shape[1] == 0:
-        raise ValueError(f"{name} has 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
-    array = numeric_matrix(name, array)
-    check_finite(name, array)
-    return np.asarray(array, dtype=np.float64)
+    """X as float64 (N, D), checked as the probes' input is (:func:`probing.checks.estimator_matrix`: one line
+    for sparse, complex, 1-D, featureless, non-numeric or non-finite input, in scikit-learn's words)."""
+    return np.asarray(estimator_matrix(X, name), dtype=np.float64)
 
 
 def _labels(estimator: Any, y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
 __all__ = [
+    "label_array",
     "FoldSummary",
     "Interval",
     "accuracy",
@@ -68,8 +69,9 @@ class FoldSummary:
 # validation
 
 
-def _labels(name: str, values: Any) -> np.ndarray:
-    """One 1-D, non-empty label array with no missing values, or a one-line ValueError."""
+def label_array(name: str, values: Any) -> np.ndarray:
+    """One 1-D, non-empty label array with no missing values, or a one-line ValueError (shared by the scores
+    of probing.verification)."""
     array = np.asarray(values)
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
@@ -85,8 +87,8 @@ def _labels(name: str, values: Any) -> np.ndarray:
 
 
 def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    true = _labels("y_true", y_true)
-    pred = _labels("y_pred", y_pred)
+    true = label_array("y_true", y_true)
+    pred = label_array("y_pred", y_pred)
     if true.shape[0] != pred.shape[0]:
         raise ValueError(f"y_true and y_pred have different lengths ({true.shape[0]} vs {pred.shape[0]})")
     return true, pred
@@ -137,7 +139,7 @@ def macro_f1(y_true: Any, y_pred: Any, labels: Any = None) -> float:
     """
     true, pred = _pair(y_true, y_pred)
     if labels is not None:
-        labels = _labels("labels", labels)
+        labels = label_array("labels", labels)
         return float(f1_score(true, pred, labels=labels, average="macro", zero_division=0.0))
     # Over the classes present, F1 = 2 TP / (true count + predicted count), from three bincounts: the
     # same number as scikit-learn's f1_score without its validation (5 ms a call; a sweep makes dozens).
@@ -265,7 +267,7 @@ def bootstrap_interval(
             raise ValueError("bootstrap needs at least 2 examples")
     else:
         resampled = "groups"
-        group_array = _labels("groups", groups)
+        group_array = label_array("groups", groups)
         if group_array.shape[0] != true.shape[0]:
             raise ValueError(
                 f"groups and y_true have different lengths ({group_array.shape[0]} vs {true.shape[0]})"
@@ -326,8 +328,8 @@ def majority_baseline(y_train: Any, y_test: Any) -> float:
     The floor a probe must beat: on an imbalanced task it is far above 1/K. The class is chosen on the
     training labels only (ties go to the smallest label, so it is deterministic), never on the test set.
     """
-    train = _labels("y_train", y_train)
-    test = _labels("y_test", y_test)
+    train = label_array("y_train", y_train)
+    test = label_array("y_test", y_test)
     classes, (train_code,) = _encode(train)
     majority = classes[np.argmax(np.bincount(train_code))]
     try:

@@ -19,14 +19,13 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
-from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import DataConversionWarning, NotFittedError
 from sklearn.model_selection import train_test_split
 
 from speechprobe.errors import SpeechprobeError
 from speechprobe.probing.budget import check_finite, numeric_matrix, standardisation, standardise_
-from speechprobe.probing.checks import feature_matrix, label_vector
+from speechprobe.probing.checks import estimator_matrix, label_vector
 from speechprobe.probing.metrics import accuracy
 from speechprobe.probing.options import TRAINING_PARAMS, TrainingOptions
 from speechprobe.probing.training import train_probe_bank
@@ -59,27 +58,9 @@ def _classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _estimator_X(X: Any, name: str = "X") -> np.ndarray:
-    """X checked for the estimators' methods, kept in its own numeric type (float32 stays float32: fitting
-    standardises it into float32 anyway, and prediction computes in float64 from its exact values). First it
-    says what scikit-learn's own estimators say for sparse, complex, 1-D and featureless input (its estimator
-    checks read these words), where the plain conversion would densify, drop imaginary parts silently or give
-    a vaguer error."""
-    if sparse.issparse(X):
-        raise ValueError(f"{name} is a sparse matrix: sparse input is not supported, pass a dense array")
-    try:
-        array = np.asarray(X)
-    except (TypeError, ValueError):  # ragged or odd input: feature_matrix's one-line error
-        return feature_matrix(name, X)
-    if array.dtype.kind == "c":
-        raise ValueError(f"Complex data not supported: {name} is complex")
-    if array.ndim == 1:
-        raise ValueError(f"{name} must be a 2-D array (n_examples, n_features), got shape {array.shape}: Reshape "
-                         "your data with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single example")
-    if array.ndim == 2 and array.shape[1] == 0:
-        raise ValueError(f"{name} has 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
-    array = numeric_matrix(name, array)
-    check_finite(name, array)
-    return array
+    """:func:`probing.checks.estimator_matrix`: float32 stays float32 (fitting standardises it into float32
+    anyway, and prediction computes in float64 from its exact values)."""
+    return estimator_matrix(X, name)
 
 
 def _estimator_y(estimator: Any, y: Any) -> Any:

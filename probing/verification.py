@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from speechprobe.probing.metrics import Interval
+from speechprobe.probing.metrics import Interval, label_array
 
 __all__ = [
     "Trials",
@@ -91,22 +91,6 @@ class VerificationResult:
 # validation
 
 
-def _labels(name: str, values: Any) -> np.ndarray:
-    """One 1-D, non-empty label array with no missing values, or a one-line ValueError."""
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.size == 0:
-        raise ValueError(f"{name} is empty")
-    if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or Inf")
-    if array.dtype.kind == "O" and any(
-        v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)) for v in array
-    ):
-        raise ValueError(f"{name} contains missing values (None or NaN)")
-    return array
-
-
 def _codes(name: str, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Labels mapped to 0..K-1 (sorted, so deterministic): (classes, codes)."""
     try:
@@ -145,10 +129,10 @@ def _rows(rows: Any, n: int) -> np.ndarray:
 
 
 def _scores_targets(scores: Any, is_target: Any) -> tuple[np.ndarray, np.ndarray]:
-    score = _labels("scores", scores)
+    score = label_array("scores", scores)
     if score.dtype.kind not in "iuf":
         raise ValueError(f"scores must be numbers, got dtype {score.dtype}")
-    target = _labels("is_target", is_target)
+    target = label_array("is_target", is_target)
     if target.dtype.kind != "b":
         if target.dtype.kind not in "iuf" or not np.all((target == 0) | (target == 1)):
             raise ValueError("is_target must be booleans (or 0/1)")
@@ -218,7 +202,7 @@ def trial_pairs(
     others from ``rows``), at least 2 speakers are needed for non-target trials, and asking for more
     trials than there are distinct pairs raises.
     """
-    labels = _labels("speakers", speakers)
+    labels = label_array("speakers", speakers)
     n_target = _count("n_target", n_target)
     n_nontarget = _count("n_nontarget", n_nontarget)
     if n_target + n_nontarget == 0:
@@ -384,7 +368,7 @@ def eer_interval(
     who = np.asarray(pair_speakers)
     if who.ndim != 2 or who.shape[1] != 2 or who.shape[0] != score.shape[0]:
         raise ValueError(f"pair_speakers must have shape ({score.shape[0]}, 2), got {who.shape}")
-    _labels("pair_speakers", who.ravel())
+    label_array("pair_speakers", who.ravel())
     _, codes = _codes("pair_speakers", who.ravel())
     codes = codes.reshape(-1, 2)
     if np.any(target & (codes[:, 0] != codes[:, 1])) or np.any(~target & (codes[:, 0] == codes[:, 1])):
@@ -481,7 +465,7 @@ def verification_eer(
     matrix = np.asarray(embeddings)
     if matrix.ndim != 2:
         raise ValueError(f"embeddings must be 2-D (rows x dimensions), got shape {matrix.shape}")
-    labels = _labels("speakers", speakers)
+    labels = label_array("speakers", speakers)
     if labels.shape[0] != matrix.shape[0]:
         raise ValueError(
             f"speakers and embeddings have different lengths ({labels.shape[0]} vs {matrix.shape[0]})"
@@ -499,7 +483,7 @@ def verification_eer(
     result = score(chosen)
     if groups is None:
         return result
-    group_labels = _labels("groups", groups)
+    group_labels = label_array("groups", groups)
     if group_labels.shape[0] != labels.shape[0]:
         raise ValueError(
             f"groups and speakers have different lengths ({group_labels.shape[0]} vs {labels.shape[0]})"
