@@ -32,6 +32,7 @@ _API: dict[str, str] = {
     "RepresentationStore": "speechprobe.encoders.store",
     "Intervention": "speechprobe.encoders.interventions",
     "intervene": "speechprobe.encoders.interventions",
+    "transcribe": "speechprobe.encoders.transcription",
     # probes, rankings, subsets, ablation
     "ElasticNetProbe": "speechprobe.probing.probe",
     "TrainingOptions": "speechprobe.probing.options",
@@ -57,6 +58,7 @@ __all__ = sorted(_API)
 if TYPE_CHECKING:  # static tools see the real names
     from speechprobe.encoders.extraction import extract
     from speechprobe.encoders.interventions import Intervention, intervene
+    from speechprobe.encoders.transcription import transcribe
     from speechprobe.encoders.registry import create_encoder, list_encoders
     from speechprobe.encoders.store import RepresentationStore
     from speechprobe.probing.ablation import ablate, ablation_curve
