@@ -311,11 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     from speechprobe.experiments.studies.gradnap.command import add_parser as add_gradnap
     from speechprobe.experiments.studies.attribution.command import add_parser as add_attribution
     from speechprobe.experiments.studies.similarity.command import add_parser as add_similarity
+    from speechprobe.experiments.studies.intervention.command import add_parser as add_intervention
 
     add_parsers(sub)
     add_similarity(sub)
     add_gradnap(sub)
     add_attribution(sub)
+    add_intervention(sub)
     return parser
 
 

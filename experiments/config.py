@@ -1,10 +1,10 @@
 """Experiment configurations: typed, validated, loaded from YAML or built from command-line flags.
 
-One config describes one run: where the corpus and the representation stores are, and up to three
-studies (sections) run on them: ``sweep`` (layer-wise probing across encoders and tasks), ``audit`` (a
-bias audit of one attribute) and ``ablation`` (neuron ablation for one task and layer). ``speechprobe
-run CONFIG.yaml`` runs the sections present; ``speechprobe sweep|audit|ablation`` build a config with
-one section from flags. ``experiments/configs/`` holds one example of each, and the demo's config.
+One config describes one run: where the corpus and the representation stores are, and the studies
+(sections) run on them: ``sweep`` (layer-wise probing across encoders and tasks), ``audit`` (a bias audit
+of one attribute), ``ablation`` (neuron ablation for one task and layer) and ``intervention`` (removing an
+attribute inside the encoder's forward pass). ``speechprobe run CONFIG.yaml`` runs the sections present;
+``speechprobe sweep|audit|ablation|intervene`` build a config with one section from flags. ``experiments/configs/`` holds one example of each, and the demo's config.
 
 Why pydantic (already installed with wandb): its strict models reject unknown keys and wrong types
 with the key's full path (``sweep.tasks.1``), which is what a user editing YAML needs to read.
@@ -29,8 +29,8 @@ from speechprobe.probing.choices import (ABLATION_MODES, DEFAULT_ABLATION_MODE, 
 from speechprobe.probing.options import ACCELERATORS, TrainingOptions
 from speechprobe.tasks.catalog import PRESET_NAMES
 
-__all__ = ["AblationSection", "AttributionSection", "AuditSection", "ComputeSettings", "ProbeSettings", "RunConfig", "SweepSection", "load_config",
-           "parse_config"]
+__all__ = ["AblationSection", "AttributionSection", "AuditSection", "ComputeSettings", "InterventionSection",
+           "ProbeSettings", "RunConfig", "SweepSection", "load_config", "parse_config"]
 
 # The single source of every choice list and default a user sets: this schema. Lists owned by a lower layer
 # (rankings, ablation modes, similarity measures, pooling, corpus presets) are imported from its light
@@ -146,6 +146,44 @@ class AblationSection(_Section):
     layer: str = Field("all", description="a layer name, best, or all (every layer concatenated)")
 
 
+INTERVENTION_MODES = ("mean", "zero", "resample")
+INTERVENTION_JOBS = ("auto", "verification", "transcription", "none")
+
+
+class InterventionSection(_Section):
+    """Causal interventions in the forward pass (see experiments/studies/intervention/): remove `attribute` at one
+    layer (its top-k / minimal-subset neurons, as many random neurons, LEACE erasure) and measure whether later
+    layers still carry it, what the encoder's own job (speaker verification, transcription) and the other tasks
+    pay, each against random neurons and the majority class."""
+
+    encoder: str
+    attribute: str = "gender"
+    layer: str = Field("best", description="a layer name, or best (the attribute's best layer on validation)")
+    ks: tuple[Literal["minimal"] | int, ...] = Field(
+        ("minimal", 8, 32), min_length=1,
+        description="how many top-ranked neurons to remove: numbers, or minimal (the minimal subset's k)")
+    random_draws: int = Field(3, ge=1, le=50, description="seeded draws of random neurons (and directions) per k")
+    modes: tuple[Literal[INTERVENTION_MODES], ...] = Field(
+        ("mean",), min_length=1, description="how removed neurons are filled in the forward pass: mean (their mean "
+                                             "over real frames, in distribution), zero (raw 0, out of distribution), "
+                                             "resample (values of frames of other utterances)")
+    erasure: Literal["leace", "none"] = Field("leace", description="also erase the attribute at the layer with LEACE")
+    tasks: tuple[str, ...] = Field(("speaker", "dialect", "channel"),
+                                   description="the other tasks whose last-layer accuracy is the cost to them")
+    job: Literal[INTERVENTION_JOBS] = Field(
+        "auto", description="the encoder's own job: verification (speaker-verification EER on the last layer), "
+                            "transcription (WER), none; auto: verification for GE2E, transcription for Whisper")
+    trials: int = Field(5000, ge=10, description="target (and as many non-target) verification trials at most")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, ks):
+        for k in ks:
+            if k != "minimal" and k < 1:
+                raise ValueError(f"{k} is not a number of neurons (>= 1) or minimal")
+        return ks
+
+
 class RunConfig(_Section):
     """A whole run: data, output, logging, probe settings and the studies to run."""
 
@@ -165,11 +203,12 @@ class RunConfig(_Section):
     sweep: Optional[SweepSection] = None
     audit: Optional[AuditSection] = None
     ablation: Optional[AblationSection] = None
+    intervention: Optional[InterventionSection] = None
 
     @model_validator(mode="after")
     def _something_to_do(self):
-        if self.sweep is None and self.audit is None and self.ablation is None:
-            raise ValueError("the config has no study: give at least one of sweep, audit, ablation")
+        if self.sweep is None and self.audit is None and self.ablation is None and self.intervention is None:
+            raise ValueError("the config has no study: give at least one of sweep, audit, ablation, intervention")
         if "none" in self.logger and len(self.logger) > 1:
             raise ValueError("logger: none cannot be combined with other loggers")
         return self
@@ -183,7 +222,8 @@ class RunConfig(_Section):
         names: list[str] = []
         for name in [*(self.sweep.encoders if self.sweep else ()),
                      *([self.audit.encoder] if self.audit else []),
-                     *([self.ablation.encoder] if self.ablation else [])]:
+                     *([self.ablation.encoder] if self.ablation else []),
+                     *([self.intervention.encoder] if self.intervention else [])]:
             if name not in names:
                 names.append(name)
         return names

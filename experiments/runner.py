@@ -51,7 +51,8 @@ UNIT_FORMAT = 2
 # The config sections a unit reads besides seed and probe settings, by the first part of its name. An
 # audit or an ablation reads sweep units too, so the sweep section is among its inputs.
 _UNIT_SECTIONS = {"sweep": ("sweep",), "gradnap": ("sweep",), "attribution": ("sweep",), "similarity": ("sweep",),
-                  "audit": ("audit", "sweep"), "ablation": ("ablation", "sweep")}
+                  "audit": ("audit", "sweep"), "ablation": ("ablation", "sweep"),
+                  "intervention": ("intervention", "sweep")}
 
 
 def store_dir_name(encoder: str) -> str:
