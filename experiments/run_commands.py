@@ -100,6 +100,28 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_common_options(parser: argparse.ArgumentParser, *,
+                       name_help: str = "run name (default: the command and its task)",
+                       seed_help: str = "splits, control task, bootstrap (default 0)",
+                       folds_help: str = "speaker folds of the cross-validation (default 5)") -> None:
+    """The flags every one-section study command shares (sweep, audit, ablation, intervene): the corpus, the
+    stores, the run folder, seed, folds, training, compute and logging (what `_common` turns into a config)."""
+    parser.add_argument("--corpus", required=True, metavar="SOURCE", help="corpus folder, CSV or HF dataset")
+    parser.add_argument("--corpus-preset", choices=PRESET_NAMES,
+                        help="build the synthetic corpus of this size at --corpus if it is missing")
+    add_corpus_source(parser)
+    parser.add_argument("--stores", metavar="DIR", help="representation stores, one per encoder (default data/stores)")
+    parser.add_argument("--out", metavar="DIR", help="run folder (default data/runs/<name>)")
+    parser.add_argument("--name", help=name_help)
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--folds", type=int, help=folds_help)
+    parser.add_argument("--max-epochs", type=int, help="training epochs per probe at most (default 100)")
+    add_compute_options(parser)
+    parser.add_argument("--logger", default=",".join(DEFAULT_LOGGERS),
+                        help=f"none, or any of {','.join(LOGGER_NAMES[1:])} (default {','.join(DEFAULT_LOGGERS)})")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")
+
+
 def add_parsers(sub: Any) -> None:
     """The run/sweep/audit/ablation subcommands (called by experiments.cli.build_parser)."""
     from speechprobe.experiments.arguments import cmd_lazy
@@ -114,26 +136,10 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")
     run.set_defaults(func=cmd_lazy("speechprobe.experiments.run_commands", "cmd_run"))
 
-    def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--corpus", required=True, metavar="SOURCE", help="corpus folder, CSV or HF dataset")
-        parser.add_argument("--corpus-preset", choices=PRESET_NAMES,
-                            help="build the synthetic corpus of this size at --corpus if it is missing")
-        add_corpus_source(parser)
-        parser.add_argument("--stores", metavar="DIR", help="representation stores, one per encoder (default data/stores)")
-        parser.add_argument("--out", metavar="DIR", help="run folder (default data/runs/<name>)")
-        parser.add_argument("--name", help="run name (default: the command and its task)")
-        parser.add_argument("--seed", type=int, default=0, help="splits, control task, bootstrap (default 0)")
-        parser.add_argument("--folds", type=int, help="speaker folds of the cross-validation (default 5)")
-        parser.add_argument("--max-epochs", type=int, help="training epochs per probe at most (default 100)")
-        add_compute_options(parser)
-        parser.add_argument("--logger", default=",".join(DEFAULT_LOGGERS),
-                            help=f"none, or any of {','.join(LOGGER_NAMES[1:])} (default {','.join(DEFAULT_LOGGERS)})")
-        parser.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")
-
     sweep = sub.add_parser("sweep", help="layer-wise probing of encoders x tasks, with random-weights baselines",
                            description="Probe every layer of every encoder for every task (cross-validated over "
                                        "speaker folds), beside each encoder's random-weights twin.")
-    common(sweep)
+    add_common_options(sweep)
     sweep.add_argument("--encoders", nargs="+", required=True, metavar="ENCODER")
     sweep.add_argument("--tasks", nargs="+", metavar="TASK", help="default: speaker gender dialect channel")
     sweep.add_argument("--baselines", metavar="auto|none|ENC=BASE,...", help="random-weights baselines (default auto)")
@@ -146,7 +152,7 @@ def add_parsers(sub: Any) -> None:
                            description="Where and how strongly the attribute is encoded, how many neurons carry "
                                        "it and how they overlap the other tasks' neurons, the other tasks' "
                                        "accuracy per attribute group, and what removing its neurons does.")
-    common(audit)
+    add_common_options(audit)
     audit.add_argument("--encoder", required=True)
     audit.add_argument("--attribute", default="gender")
     audit.add_argument("--tasks", nargs="+", metavar="TASK", help="the other tasks (default speaker dialect channel)")
@@ -156,7 +162,7 @@ def add_parsers(sub: Any) -> None:
     ablation = sub.add_parser("ablation", help="neuron ablation curves and the minimal subset for a task",
                               description="Rank a layer's neurons (or all layers'), find the minimal subset and "
                                           "measure top / random / bottom ablation with and without retraining.")
-    common(ablation)
+    add_common_options(ablation)
     ablation.add_argument("--encoder", required=True)
     ablation.add_argument("--task", default="gender")
     ablation.add_argument("--layer", default="all", help="a layer name, best, or all (default: every layer concatenated)")

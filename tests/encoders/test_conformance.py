@@ -149,14 +149,8 @@ def _build(name: str, tmp_path_factory: pytest.TempPathFactory) -> SpeechEncoder
     return registry.create_encoder(f"{registry.HF_PREFIX}{folder}")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small ops: on 2 cores shared with other jobs, two OpenMP threads spin-wait for each other
-    (this file, measured on 2 cores under a load of 4: 59 s with two threads, 17 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Many small ops: one torch thread (the numbers are in tests/encoders/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=CASES)

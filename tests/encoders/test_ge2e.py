@@ -120,13 +120,8 @@ def _resemblyzer_reference() -> tuple[Any, Any]:
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """LSTMs step frame by frame; with other jobs on the 2 cores, 2 threads wait on each other 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# LSTMs step frame by frame; with other jobs on the 2 cores, 2 threads wait on each other 10x slower.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

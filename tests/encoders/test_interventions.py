@@ -35,13 +35,8 @@ FAITHFUL = {"random:whisper-tiny"}  # intervened on its whole 30 s window, by de
 TOLERANCE = 1e-4  # pooled padding invariance, relative to the layer's scale, as in test_conformance
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small ops on 2 shared cores: one thread avoids OpenMP spin-waits (see test_conformance)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Many small ops on 2 shared cores: one thread avoids OpenMP spin-waits (see tests/encoders/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _build(name: str) -> SpeechEncoder:

@@ -27,13 +27,8 @@ LAST_BLOCK = "block4"
 MAX_WER = 0.35
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small ops on 2 shared cores: one thread avoids OpenMP spin-waits (the decode already runs on one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small ops on 2 shared cores: one thread avoids OpenMP spin-waits (the decode already runs on one).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

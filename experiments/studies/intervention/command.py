@@ -44,9 +44,8 @@ def cmd_intervene(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from speechprobe.experiments.arguments import add_compute_options, add_corpus_source
-    from speechprobe.experiments.config import (DEFAULT_LOGGERS, INTERVENTION_JOBS, INTERVENTION_MODES,
-                                               InterventionSection, LOGGER_NAMES, PRESET_NAMES, default_of)
+    from speechprobe.experiments.config import INTERVENTION_JOBS, INTERVENTION_MODES, InterventionSection, default_of
+    from speechprobe.experiments.run_commands import add_common_options
 
     parser = sub.add_parser(
         "intervene", help="remove an attribute inside the encoder's forward pass and measure what it costs",
@@ -58,10 +57,6 @@ def add_parser(sub: Any) -> None:
                     "network recover it?), with the encoder's own job (GE2E: speaker-verification EER per gender; "
                     "Whisper: WER) and the other tasks' accuracy at the last layer as the cost. Writes the run "
                     "folder: results.json, figures/, report.md, report.html.")
-    parser.add_argument("--corpus", required=True, metavar="SOURCE", help="corpus folder, CSV or HF dataset")
-    parser.add_argument("--corpus-preset", choices=PRESET_NAMES,
-                        help="build the synthetic corpus of this size at --corpus if it is missing")
-    add_corpus_source(parser)
     parser.add_argument("--encoder", required=True, help="a name from `speechprobe encoders`, hf:PATH or random:ARCH")
     parser.add_argument("--attribute", default=default_of(InterventionSection, "attribute"),
                         help="the attribute to remove (default %(default)s)")
@@ -80,14 +75,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--job", choices=INTERVENTION_JOBS,
                         help="the encoder's own job: verification, transcription, none (default auto: by encoder)")
     parser.add_argument("--trials", type=int, metavar="N", help="verification trials of each kind at most (default 5000)")
-    parser.add_argument("--stores", metavar="DIR", help="representation stores, one per encoder (default data/stores)")
-    parser.add_argument("--out", metavar="DIR", help="run folder (default data/runs/<name>)")
-    parser.add_argument("--name", help="run name (default intervention-<attribute>)")
-    parser.add_argument("--seed", type=int, default=0, help="splits, random draws, bootstrap (default 0)")
-    parser.add_argument("--folds", type=int, help="speaker folds of the split (default 5; the first fold is used)")
-    parser.add_argument("--max-epochs", type=int, help="training epochs per probe at most (default 100)")
-    add_compute_options(parser)
-    parser.add_argument("--logger", default=",".join(DEFAULT_LOGGERS),
-                        help=f"none, or any of {','.join(LOGGER_NAMES[1:])} (default {','.join(DEFAULT_LOGGERS)})")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")
+    add_common_options(parser, name_help="run name (default intervention-<attribute>)",
+                       seed_help="splits, random draws, bootstrap (default 0)",
+                       folds_help="speaker folds of the split (default 5; the first fold is used)")
     parser.set_defaults(func=cmd_lazy("speechprobe.experiments.studies.intervention.command", "cmd_intervene"))
