@@ -128,6 +128,36 @@ def test_decoder_inputs_equal_transformers_encoder_output(transcriber, corpus, c
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
     from_ours = transcriber.decode_states(ours, max_new_tokens=48)
     assert from_ours == transcriber.decode_states(theirs, max_new_tokens=48) == plain[:2]
+    # one limit per row: each row cut to its own, exactly as when it is decoded alone
+    capped = transcriber.decode_states(ours, max_new_tokens=[3, 48])
+    assert capped == [transcriber.decode_states(ours[:1], max_new_tokens=3)[0], plain[1]]
+    assert len(transcriber.tokenizer.encode(" " + capped[0], add_special_tokens=False).ids) <= 3 < len(plain[0].split())
+    with pytest.raises(EncoderError, match="2 token limits for 1 rows"):
+        transcriber.decode_states(ours[:1], max_new_tokens=[3, 48])
+
+
+# --------------------------------------------------------------------------------------------------
+# (4) loops: by default each clip generates at most Whisper's rate times its duration
+
+
+def test_the_default_token_limit_is_whispers_rate_times_the_duration() -> None:
+    assert transcription.token_cap(0, SR) == transcription.MIN_NEW_TOKENS
+    assert transcription.token_cap(3 * SR, SR) == 23            # ceil(224 / 30 * 3)
+    assert transcription.token_cap(30 * SR, SR) == 224          # a whole window: Whisper's own sample length
+    assert transcription.token_cap(45 * SR, SR) == 224          # never above it
+
+
+def test_a_repeated_phrase_is_flagged_as_a_loop_and_a_sentence_is_not() -> None:
+    assert transcription.looping("No, " * 40)
+    assert transcription.looping("The small cart needed the light mask. " * 6)
+    assert not transcription.looping("The small carpet needed the bright basket under the bridge.")
+    assert not transcription.looping("")
+
+
+@needs_weights
+def test_the_default_limit_cuts_no_transcript_that_ends_by_itself(transcriber, corpus, clean_rows, plain) -> None:
+    texts = transcribe(transcriber, corpus, rows=clean_rows, batch_size=4)
+    assert texts == plain  # every clean clip ends before 48 tokens, and before its own limit
 
 
 # --------------------------------------------------------------------------------------------------
