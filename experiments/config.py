@@ -203,7 +203,27 @@ class RunConfig(_Section):
     sweep: Optional[SweepSection] = None
     audit: Optional[AuditSection] = None
     ablation: Optional[AblationSection] = None
-    intervention: Optional[InterventionSection] = None
+    # One section or a list of them; validated as given (JSON mode, so YAML lists inside a section are taken) and
+    # then always a tuple of sections.
+    intervention: Optional[tuple[InterventionSection, ...] | InterventionSection] = Field(
+        None, description="one intervention section, or a list of them (each its own encoder, attribute and layer)")
+
+    @field_validator("intervention")
+    @classmethod
+    def _distinct_interventions(cls, sections):
+        if sections is None:
+            return None
+        sections = (sections,) if isinstance(sections, InterventionSection) else tuple(sections)
+        if not sections:
+            raise ValueError("give at least one intervention section, or leave intervention out")
+        seen = set()
+        for section in sections:
+            key = (section.encoder, section.attribute, section.layer)
+            if key in seen:
+                raise ValueError(f"two intervention sections remove {section.attribute} from {section.encoder} at "
+                                 f"layer {section.layer}: give each (encoder, attribute, layer) once")
+            seen.add(key)
+        return sections
 
     @model_validator(mode="after")
     def _something_to_do(self):
@@ -223,7 +243,7 @@ class RunConfig(_Section):
         for name in [*(self.sweep.encoders if self.sweep else ()),
                      *([self.audit.encoder] if self.audit else []),
                      *([self.ablation.encoder] if self.ablation else []),
-                     *([self.intervention.encoder] if self.intervention else [])]:
+                     *[section.encoder for section in self.intervention or ()]]:
             if name not in names:
                 names.append(name)
         return names
@@ -233,9 +253,35 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
 
+_BRANCH = re.compile(r"(function-after|literal|tuple|dict|str)\[.*|[A-Z][A-Za-z]*Section")
+
+
 def _location(error: Mapping[str, Any]) -> str:
-    parts = [str(p) for p in error.get("loc", ()) if not re.fullmatch(r"(function-after|literal|tuple|dict|str)\[.*", str(p))]
+    parts = [str(p) for p in error.get("loc", ()) if not _BRANCH.fullmatch(str(p))]
     return ".".join(parts) or "(top level)"
+
+
+def _in_taken_branch(error: Mapping[str, Any], data: Any) -> bool:
+    """Whether an error of a one-or-a-list field (``intervention``) belongs to the branch its value took: a
+    mapping's errors are those of the section, a list's those of its items, not the other branch's "not a list"."""
+    value = data
+    for part in error.get("loc", ()):
+        tag = str(part)
+        if re.fullmatch(r"[A-Z][A-Za-z]*Section", tag):
+            if not isinstance(value, Mapping):
+                return False
+            continue
+        if tag.startswith("tuple["):
+            if not isinstance(value, list):
+                return False
+            continue
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+        else:
+            return True
+    return True
 
 
 def parse_config(data: Any, source: str = "config") -> RunConfig:
@@ -246,7 +292,8 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
         # JSON mode: strict about scalars (no "5" for 5) yet taking YAML lists for tuples
         return RunConfig.model_validate_json(json.dumps(dict(data), default=str))
     except ValidationError as error:
-        errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains the rest
+        errors = [e for e in error.errors() if _in_taken_branch(e, data)] or error.errors()
+        errors = sorted(errors, key=lambda e: e["type"] != "extra_forbidden")  # a typo explains the rest
         first = errors[0]
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
@@ -255,7 +302,7 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
             message = "missing (required)"
         elif not isinstance(first.get("input"), (Mapping, list)):
             message = f"{message} (got {first.get('input')!r})"
-        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise SpeechprobeError(f"{source}: {_location(first)}: {message}{more}") from None
 
 

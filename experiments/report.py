@@ -58,6 +58,9 @@ def _encoders(results: dict) -> list[str]:
     sweep, audit, ablation = results.get("sweep"), results.get("audit"), results.get("ablation")
     names = model_encoders(sweep) if sweep else []
     names += [s["encoder"] for s in (audit, ablation) if s and s.get("encoder")]
+    interventions = results.get("intervention") or []
+    names += [s["encoder"] for s in (interventions if isinstance(interventions, list) else [interventions])
+              if s.get("encoder")]
     return list(dict.fromkeys(names))
 
 

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 import yaml
@@ -62,6 +62,13 @@ def store_dir_name(encoder: str) -> str:
 
 def unit_dir_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]", "-", name.replace("/", "--"))
+
+
+def intervention_base(section: Any) -> str:
+    """The units folder of one intervention section (a config section or its plain values):
+    ``intervention/<encoder>/<attribute>/<layer>``."""
+    get = section.get if isinstance(section, Mapping) else lambda key: getattr(section, key)
+    return "/".join(["intervention", *(unit_dir_name(str(get(key))) for key in ("encoder", "attribute", "layer"))])
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> Optional[str]:
@@ -191,10 +198,14 @@ class Run:
         Opening a store brings it up to date first (extracting it again if its corpus changed)."""
         plain = json.loads(json.dumps(self.config.as_plain()))
         sections = ("seed", "probe", *_UNIT_SECTIONS.get(name.split("/", 1)[0], ("sweep", "audit", "ablation")))
+        config = {key: plain.get(key) for key in sections}
+        if isinstance(config.get("intervention"), list):  # only the section this unit belongs to
+            config["intervention"] = next((entry for entry in config["intervention"]
+                                           if name.startswith(intervention_base(entry) + "/")), None)
         return {"format": UNIT_FORMAT,
                 "corpus": self.corpus_fingerprint(),
                 "stores": {encoder: self.store(encoder).manifest.get("key") for encoder in sorted(set(stores))},
-                "config": {key: plain.get(key) for key in sections}}
+                "config": config}
 
     def _cached(self, name: str, path: Path) -> tuple[Optional[dict], Optional[str]]:
         """The cached unit's data, and None, or why it must be recomputed."""
@@ -355,7 +366,8 @@ def check_names(config: RunConfig, corpus: Any) -> None:
             check_name(baseline)
     tasks = [*(config.sweep.tasks if config.sweep else ()),
              *([config.audit.attribute, *config.audit.tasks] if config.audit else []),
-             *([config.ablation.task] if config.ablation else [])]
+             *([config.ablation.task] if config.ablation else []),
+             *[task for section in config.intervention or () for task in (section.attribute, *section.tasks)]]
     from speechprobe.tasks.splits import control_split, cross_validation_splits
 
     for task in dict.fromkeys(tasks):  # the labels and splits each task needs, so no run stops half-way for them

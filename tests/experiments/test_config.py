@@ -1,6 +1,7 @@
 """Experiment configs: the shipped examples load; unknown keys, wrong types and missing parts name the key."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,21 @@ def test_the_sweep_gradnap_key_is_off_by_default_and_strict():
     assert on.sweep.gradnap is True and on.as_plain()["sweep"]["gradnap"] is True
     with pytest.raises(SpeechprobeError, match="sweep.gradnap"):
         parse_config({**MINIMAL, "sweep": {"encoders": ["ge2e"], "gradnap": "yes"}})
+
+
+def test_intervention_is_one_section_or_a_list_of_distinct_ones():
+    base = {"name": "x", "corpus": "c"}
+    one = parse_config({**base, "intervention": {"encoder": "ge2e", "ks": ["minimal", 4]}})
+    assert [(s.encoder, s.ks) for s in one.intervention] == [("ge2e", ("minimal", 4))]
+    two = parse_config({**base, "intervention": [{"encoder": "ge2e"},
+                                                 {"encoder": "whisper-tiny.en-fast", "attribute": "dialect"}]})
+    assert [s.attribute for s in two.intervention] == ["gender", "dialect"]
+    assert two.encoders() == ["ge2e", "whisper-tiny.en-fast"]
+    for bad, message in (([{"encoder": "ge2e"}, {"encoder": "ge2e"}], "intervention: two intervention sections"),
+                         ([], "intervention: give at least one"),
+                         ({"encoder": "ge2e", "ks": ["x"]}, "intervention.ks.0: Input should be 'minimal'"),
+                         ([{"encoder": "ge2e"}, {"encoder": "ge2e", "ks": ["x"]}], "intervention.1.ks.0:"),
+                         ({"encoder": "ge2e", "bogus": 1}, "intervention.bogus: unknown key"),
+                         ([{"encoder": "ge2e", "bogus": 1}], "intervention.0.bogus: unknown key")):
+        with pytest.raises(SpeechprobeError, match=re.escape(message)):
+            parse_config({**base, "intervention": bad})

@@ -60,7 +60,7 @@ import numpy as np
 
 from speechprobe.errors import SpeechprobeError
 from speechprobe.experiments.config import InterventionSection
-from speechprobe.experiments.runner import (grid, memory_budget, Run, task_arrays, training_options, unit_dir_name,
+from speechprobe.experiments.runner import (grid, intervention_base, memory_budget, Run, task_arrays, training_options,
                                             UNIT_FILE, UNITS_DIR)
 from speechprobe.experiments.studies.intervention.jobs import (job_kind, no_job, transcription_job,
                                                                verification_job)
@@ -472,8 +472,10 @@ def condition_unit(run: Run, section: InterventionSection, base: str, fit: dict,
                                        group_column=GROUP_COLUMN if groups is not None else None)
                 job["speaker_disjoint"] = arrays_a.split_policy == "speaker_disjoint"
         elif kind == "transcription":
-            run.tell(f"intervention {condition['name']}: transcribing {len(test)} test utterances")
-            job = transcription_job(corpus, model_of(), test, intervention)
+            run.tell(f"intervention {condition['name']}: transcribing the clean-channel test utterances")
+            groups = index[GROUP_COLUMN].astype(str).to_numpy() if GROUP_COLUMN in index.columns else None
+            job = transcription_job(corpus, model_of(), test, intervention, groups=groups,
+                                    group_column=GROUP_COLUMN if groups is not None else None)
         else:
             job = no_job()
 
@@ -598,7 +600,8 @@ def compare(conditions: list[dict], none: dict) -> list[dict]:
             def read(c: dict, group: str = group) -> Optional[float]:
                 mine = ((c.get("job") or {}).get("by_group") or {}).get(group) or {}
                 base = ((none.get("job") or {}).get("by_group") or {}).get(group) or {}
-                return None if mine.get("eer") is None or base.get("eer") is None else mine["eer"] - base["eer"]
+                key = (c.get("job") or {}).get("metric") or "eer"
+                return None if mine.get(key) is None or base.get(key) is None else mine[key] - base[key]
             by_group[group] = side(read)
         last_row = _last(target)
         out.append({
@@ -664,7 +667,7 @@ def run_intervention(run: Run, section: InterventionSection) -> dict:
     kind = job_kind(section.job, section.encoder)
     if kind == "transcription" and job_kind("auto", section.encoder) != "transcription":
         raise SpeechprobeError(f"intervention: job transcription needs a Whisper encoder, not {section.encoder}")
-    base = f"intervention/{unit_dir_name(section.encoder)}/{unit_dir_name(section.attribute)}/{unit_dir_name(section.layer)}"
+    base = intervention_base(section)
     fit, fit_folder = fit_unit(run, section, base)
     with np.load(fit_folder / FIT_ARRAYS) as saved:
         arrays = {name: saved[name] for name in saved.files}

@@ -4,10 +4,9 @@
   held-out test utterances only, so no speaker of a trial was seen by the probe or by whatever the intervention
   was fitted on; the EER within each gender group is the bias angle (does removing the attribute hurt one
   group's verification more?).
-- Whisper (a recogniser): the word error rate of its transcripts, through
-  ``speechprobe.encoders.transcription.transcribe`` (the shipped decoder reading the intervened encoder states)
-  when that module is there; otherwise the result says "transcription not available" and the study goes on
-  without it.
+- Whisper (a recogniser): the word error rate of its transcripts of the clean-channel test utterances, overall
+  and per gender, through ``speechprobe.encoders.transcription.transcribe`` (the shipped decoder reading the
+  intervened encoder states).
 - Anything else: no own-job metric (``none``) unless the config asks for ``verification`` (the last layer's
   vectors as speaker embeddings).
 
@@ -15,12 +14,11 @@ Each function returns plain JSON values: ``{"kind", "available", "metric", "valu
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Optional
 
 import numpy as np
 
-TRANSCRIPTION_MISSING = "transcription not available"
+CLEAN_CHANNEL = "clean"  # tasks.catalog.CHANNEL_NAMES[0]
 
 
 def job_kind(requested: str, encoder: str) -> str:
@@ -72,49 +70,50 @@ def verification_job(embeddings: np.ndarray, speakers: np.ndarray, rows: np.ndar
     return result
 
 
-def _transcriber() -> tuple[Any, Optional[str]]:
-    """``speechprobe.encoders.transcription.transcribe``, or None and why not."""
-    try:
-        from speechprobe.encoders import transcription
-    except ImportError as error:
-        return None, f"{TRANSCRIPTION_MISSING} (speechprobe.encoders.transcription cannot be imported: {error})"
-    transcribe = getattr(transcription, "transcribe", None)
-    if not callable(transcribe):
-        return None, f"{TRANSCRIPTION_MISSING} (speechprobe.encoders.transcription has no transcribe())"
-    return transcribe, None
+def transcription_rows(metadata: Any, rows: np.ndarray, channel: str = CLEAN_CHANNEL) -> tuple[np.ndarray, str]:
+    """The rows whose transcripts are scored: those of ``rows`` on the clean channel when the corpus has one (the
+    issue's measure: the recogniser's job on clean speech, so a channel's noise does not swamp what the
+    intervention does), else all of them; and a description of the choice."""
+    rows = np.asarray(rows)
+    if "channel" in metadata.columns:
+        clean = rows[metadata["channel"].astype(str).to_numpy()[rows] == channel]
+        if len(clean):
+            return clean, f"the {channel}-channel test utterances"
+    return rows, "the test utterances"
 
 
-def transcription_available() -> tuple[bool, Optional[str]]:
-    transcribe, why = _transcriber()
-    return transcribe is not None, why
-
-
-def transcription_job(corpus: Any, encoder: Any, rows: np.ndarray, intervention: Any = None) -> dict:
-    """WER of the encoder's transcripts of ``rows`` (held-out test utterances) against the corpus's ``text``, with
-    ``intervention`` active in the forward pass: ``transcribe(encoder, corpus, rows=..., intervention=...)`` of
-    ``speechprobe.encoders.transcription``. "transcription not available" when that module is missing or cannot
-    take an intervention, or the corpus has no reference text (an intervention it cannot take makes the result
-    unavailable rather than silently unintervened)."""
+def transcription_job(corpus: Any, encoder: Any, rows: np.ndarray, intervention: Any = None, *,
+                      groups: Optional[np.ndarray] = None, group_column: Optional[str] = None,
+                      examples: int = 3) -> dict:
+    """WER of Whisper's transcripts of the clean-channel ``rows`` (held-out test utterances) against the corpus's
+    ``text``, with ``intervention`` active in the encoder's forward pass
+    (``speechprobe.encoders.transcription.transcribe``: the shipped decoder reads the intervened states), overall
+    and within each group; how many transcripts loop (Whisper's compression-ratio test) and the first
+    ``examples`` transcripts, so a reader sees what changed."""
+    from speechprobe.encoders.transcription import looping, transcribe
     from speechprobe.probing.transcripts import word_error_rate
 
-    transcribe, why = _transcriber()
-    if transcribe is None:
-        return no_job("transcription", why)
     metadata = corpus.metadata
+    rows, which = transcription_rows(metadata, rows)
     if "text" not in metadata.columns or metadata["text"].iloc[rows].isna().any():
-        return no_job("transcription", f"{TRANSCRIPTION_MISSING}: the corpus has no reference text for every test row")
-    try:
-        parameters = inspect.signature(transcribe).parameters
-    except (TypeError, ValueError):
-        parameters = {}
-    takes = lambda name: name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD  # noqa: E731
-                                                   for p in parameters.values())
-    if not (takes("intervention") and takes("rows")):
-        return no_job("transcription", f"{TRANSCRIPTION_MISSING}: its transcribe() takes no rows= or intervention=")
-    hypotheses = list(transcribe(encoder, corpus, rows=[int(i) for i in rows], intervention=intervention))
+        return no_job("transcription", "the corpus has no reference text for every test row: no WER")
+    hypotheses = [str(h) for h in transcribe(encoder, corpus, rows=[int(i) for i in rows], intervention=intervention)]
     references = metadata["text"].iloc[rows].astype(str).tolist()
-    errors = word_error_rate(references, [str(h) for h in hypotheses])
-    return {"kind": "transcription", "available": True, "metric": "wer", "value": float(errors.wer),
-            "n_rows": int(len(rows)), "n_reference_words": int(errors.n_reference_words),
-            "substitutions": int(errors.substitutions), "deletions": int(errors.deletions),
-            "insertions": int(errors.insertions)}
+    errors = word_error_rate(references, hypotheses)
+    result: dict[str, Any] = {
+        "kind": "transcription", "available": True, "metric": "wer", "value": float(errors.wer), "rows": which,
+        "n_rows": int(len(rows)), "n_reference_words": int(errors.n_reference_words),
+        "substitutions": int(errors.substitutions), "deletions": int(errors.deletions),
+        "insertions": int(errors.insertions), "looping": int(sum(looping(h) for h in hypotheses)),
+        "examples": [{"row": int(r), "reference": ref, "transcript": hyp}
+                     for r, ref, hyp in list(zip(rows.tolist(), references, hypotheses))[:examples]]}
+    if groups is not None:
+        by_group: dict[str, Any] = {}
+        member_groups = np.asarray(groups)[rows]
+        for value in sorted(np.unique(member_groups).tolist(), key=str):
+            chosen = np.flatnonzero(member_groups == value)
+            found = word_error_rate([references[i] for i in chosen], [hypotheses[i] for i in chosen])
+            by_group[str(value)] = {"wer": float(found.wer), "n_rows": int(len(chosen)),
+                                    "n_reference_words": int(found.n_reference_words)}
+        result.update(group_column=group_column, by_group=by_group)
+    return result

@@ -89,7 +89,7 @@ def intervention_findings(result: dict) -> list[str]:
     plain_last = none["attribute"][-1]
     items.append(f"Without intervention {attribute} is read at {last} with {ival(plain_last['accuracy'])} "
                  f"(majority class {num(plain_last['majority_accuracy'])}); the {_job_words(result)} is "
-                 f"{num((none.get('job') or {}).get('value'), 3)}" + _group_words(none) + ".")
+                 f"{num((none.get('job') or {}).get('value'), 3)}" + _group_words(none) + _transcript_words(none) + ".")
     control = result.get("control") or {}
     items.append(f"**Controls**: an intervention on no neuron leaves every layer equal to the plain store (largest "
                  f"difference {control.get('none_max_abs_difference', float('nan')):.2g}); every intervention "
@@ -118,11 +118,21 @@ def intervention_findings(result: dict) -> list[str]:
     return items
 
 
+def _transcript_words(condition: dict) -> str:
+    """Which utterances a WER is over, and how many transcripts loop (Whisper's compression-ratio test)."""
+    job = condition.get("job") or {}
+    if job.get("metric") != "wer":
+        return ""
+    return (f", over {job.get('n_rows')} of {job.get('rows', 'the test utterances')} ({job.get('n_reference_words')} "
+            f"reference words; {job.get('looping', 0)} transcript{'' if job.get('looping') == 1 else 's'} looping)")
+
+
 def _group_words(condition: dict) -> str:
     groups = (condition.get("job") or {}).get("by_group") or {}
     if not groups:
         return ""
-    parts = [f"{g} {num(v.get('eer'), 3)}" if v.get("eer") is not None else
+    key = (condition.get("job") or {}).get("metric") or "eer"
+    parts = [f"{g} {num(v.get(key), 3)}" if v.get(key) is not None else
              f"{g} – ({v.get('n_speakers')} test speaker{'' if v.get('n_speakers') == 1 else 's'}: too few for trials)"
              for g, v in groups.items()]
     return f" ({(condition.get('job') or {}).get('group_column')}: {', '.join(parts)})"
@@ -205,13 +215,15 @@ def intervention_tables(result: dict) -> list[str]:
             md_table(header, rows)]
 
 
-def intervention_section(result: dict, figures: dict[str, Path], out: Path) -> str:
+def intervention_section(result: dict, suffix: str, figures: dict[str, Path], out: Path) -> str:
+    """The section of one intervention; its figures are ``intervention_tradeoff_<suffix>`` and
+    ``intervention_layers_<suffix>``."""
     title = (f"## Causal intervention: removing {result['attribute']} from {result['encoder']} at layer "
              f"{result['layer']}")
-    captions = {"intervention_tradeoff": "Attribute accuracy at the last layer after removal (x, retrained) against "
+    captions = {f"intervention_tradeoff_{suffix}": "Attribute accuracy at the last layer after removal (x, retrained) against "
                                          "the own job's cost (y): top-k vs random-k neurons, LEACE vs random "
                                          "directions, and the no-intervention point",
-                "intervention_layers": "The attribute's test accuracy at every layer from the intervened one on: "
+                f"intervention_layers_{suffix}": "The attribute's test accuracy at every layer from the intervened one on: "
                                        "retrained (left) and the plain probes unchanged (right)"}
     return section_md(title, intervention_findings(result), intervention_tables(result), captions, figures, out)
 
