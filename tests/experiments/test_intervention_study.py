@@ -204,6 +204,8 @@ def test_report_figures_and_timing(study):
     assert "**Where removal is cheap**" in report and "random neurons" in report and "majority" in report
     assert f"## Causal intervention: removing dialect from {WHISPER} at layer {WHISPER_LAYER}" in report
     assert "word error rate" in report
+    whisper_none = results["intervention"][1]["conditions"][0]["job"]["examples"][0]
+    assert "### Transcripts of the first" in report and whisper_none["reference"] in report
     for suffix, result in zip(("ge2e_gender", f"{WHISPER}_dialect"), results["intervention"]):
         for name in ("intervention_tradeoff", "intervention_layers"):
             png = root / "run" / "figures" / f"{name}_{suffix}.png"

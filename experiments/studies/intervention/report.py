@@ -212,7 +212,24 @@ def intervention_tables(result: dict) -> list[str]:
     rows.append(["majority class", "", num(none["attribute"][0]["majority_accuracy"], 3), "", *majority, "",
                  *[num(none["tasks"][t]["majority_accuracy"], 3) for t in tasks]])
     return [f"### Test accuracy of {result['attribute']} (and the other tasks at {result['last_layer']}) per condition",
-            md_table(header, rows)]
+            md_table(header, rows), *transcript_table(result)]
+
+
+def transcript_table(result: dict, clips: int = 2) -> list[str]:
+    """What the recogniser says: the first clean test clips' transcripts under no intervention, each removal and
+    the first draw of its null (WER alone hides whether words were lost, changed or looped)."""
+    none = _none(result)
+    examples = ((none.get("job") or {}).get("examples") or [])[:clips]
+    if (none.get("job") or {}).get("metric") != "wer" or not examples:
+        return []
+    shown = [c for c in result["conditions"]
+             if c["kind"] in ("none", "top", "leace") or c.get("draw") == 0]
+    rows = [["reference", *[e["reference"] for e in examples]]]
+    for c in shown:
+        said = {e["row"]: e["transcript"] for e in ((c.get("job") or {}).get("examples") or [])}
+        rows.append([c["name"], *[said.get(e["row"], "–") or "(nothing)" for e in examples]])
+    return [f"### Transcripts of the first {len(examples)} clean test clips",
+            md_table(["condition", *[f"clip {e['row']}" for e in examples]], rows)]
 
 
 def intervention_section(result: dict, suffix: str, figures: dict[str, Path], out: Path) -> str:
