@@ -312,12 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     from speechprobe.experiments.studies.attribution.command import add_parser as add_attribution
     from speechprobe.experiments.studies.similarity.command import add_parser as add_similarity
     from speechprobe.experiments.studies.intervention.command import add_parser as add_intervention
+    from speechprobe.experiments.studies.compare.command import add_parser as add_compare
 
     add_parsers(sub)
     add_similarity(sub)
     add_gradnap(sub)
     add_attribution(sub)
     add_intervention(sub)
+    add_compare(sub)
     return parser
 
 

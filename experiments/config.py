@@ -3,8 +3,9 @@
 One config describes one run: where the corpus and the representation stores are, and the studies
 (sections) run on them: ``sweep`` (layer-wise probing across encoders and tasks), ``audit`` (a bias audit
 of one attribute), ``ablation`` (neuron ablation for one task and layer) and ``intervention`` (removing an
-attribute inside the encoder's forward pass). ``speechprobe run CONFIG.yaml`` runs the sections present;
-``speechprobe sweep|audit|ablation|intervene`` build a config with one section from flags. ``experiments/configs/`` holds one example of each, and the demo's config.
+attribute inside the encoder's forward pass) and ``compare`` (two checkpoints of one architecture, layer by
+layer). ``speechprobe run CONFIG.yaml`` runs the sections present;
+``speechprobe sweep|audit|ablation|intervene|compare`` build a config with one section from flags. ``experiments/configs/`` holds one example of each, and the demo's config.
 
 Why pydantic (already installed with wandb): its strict models reject unknown keys and wrong types
 with the key's full path (``sweep.tasks.1``), which is what a user editing YAML needs to read.
@@ -29,7 +30,8 @@ from speechprobe.probing.choices import (ABLATION_MODES, DEFAULT_ABLATION_MODE, 
 from speechprobe.probing.options import ACCELERATORS, TrainingOptions
 from speechprobe.tasks.catalog import PRESET_NAMES
 
-__all__ = ["AblationSection", "AttributionSection", "AuditSection", "ComputeSettings", "InterventionSection",
+__all__ = ["AblationSection", "AttributionSection", "AuditSection", "CompareSection", "ComputeSettings",
+           "InterventionSection",
            "ProbeSettings", "RunConfig", "SweepSection", "load_config", "parse_config"]
 
 # The single source of every choice list and default a user sets: this schema. Lists owned by a lower layer
@@ -184,6 +186,27 @@ class InterventionSection(_Section):
         return ks
 
 
+class CompareSection(_Section):
+    """Two checkpoints of one architecture, layer by layer (see experiments/studies/compare/): how far the weights
+    computing each layer moved, how alike the two representations of the corpus are there (linear CKA), and the
+    probe accuracy of both on each task."""
+
+    encoders: tuple[str, ...] = Field(
+        description="exactly two encoder names of one architecture: A (the reference) and B, e.g. a pretrained and "
+                    "a fine-tuned hf: folder, or an encoder and its random: twin")
+    tasks: tuple[str, ...] = Field(DEFAULT_TASKS, min_length=1)
+
+    @field_validator("encoders")
+    @classmethod
+    def _two_distinct(cls, encoders):
+        if len(encoders) != 2:
+            raise ValueError(f"give exactly two encoders, A (the reference) and B; got {len(encoders)}"
+                             + (f" ({', '.join(encoders)})" if encoders else ""))
+        if encoders[0] == encoders[1]:
+            raise ValueError(f"the two encoders are both {encoders[0]!r}: name two checkpoints to compare")
+        return encoders
+
+
 class RunConfig(_Section):
     """A whole run: data, output, logging, probe settings and the studies to run."""
 
@@ -207,6 +230,7 @@ class RunConfig(_Section):
     # then always a tuple of sections.
     intervention: Optional[tuple[InterventionSection, ...] | InterventionSection] = Field(
         None, description="one intervention section, or a list of them (each its own encoder, attribute and layer)")
+    compare: Optional[CompareSection] = None
 
     @field_validator("intervention")
     @classmethod
@@ -227,8 +251,10 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _something_to_do(self):
-        if self.sweep is None and self.audit is None and self.ablation is None and self.intervention is None:
-            raise ValueError("the config has no study: give at least one of sweep, audit, ablation, intervention")
+        if (self.sweep is None and self.audit is None and self.ablation is None and self.intervention is None
+                and self.compare is None):
+            raise ValueError("the config has no study: give at least one of sweep, audit, ablation, intervention, "
+                             "compare")
         if "none" in self.logger and len(self.logger) > 1:
             raise ValueError("logger: none cannot be combined with other loggers")
         return self
@@ -243,7 +269,8 @@ class RunConfig(_Section):
         for name in [*(self.sweep.encoders if self.sweep else ()),
                      *([self.audit.encoder] if self.audit else []),
                      *([self.ablation.encoder] if self.ablation else []),
-                     *[section.encoder for section in self.intervention or ()]]:
+                     *[section.encoder for section in self.intervention or ()],
+                     *(self.compare.encoders if self.compare else ())]:
             if name not in names:
                 names.append(name)
         return names

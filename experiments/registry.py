@@ -10,10 +10,11 @@ from __future__ import annotations
 from speechprobe.experiments.studies.ablation.study import STUDY as ABLATION
 from speechprobe.experiments.studies.attribution.study import STUDY as ATTRIBUTION
 from speechprobe.experiments.studies.audit.study import STUDY as AUDIT
+from speechprobe.experiments.studies.compare.study import STUDY as COMPARE
 from speechprobe.experiments.studies.gradnap.study import STUDY as GRADNAP
 from speechprobe.experiments.studies.intervention.study import STUDY as INTERVENTION
 from speechprobe.experiments.studies.similarity.study import STUDY as SIMILARITY
 from speechprobe.experiments.studies.sweep.study import STUDY as SWEEP
 from speechprobe.experiments.study import Study
 
-STUDIES: tuple[Study, ...] = (SWEEP, SIMILARITY, GRADNAP, ATTRIBUTION, AUDIT, ABLATION, INTERVENTION)
+STUDIES: tuple[Study, ...] = (SWEEP, SIMILARITY, GRADNAP, ATTRIBUTION, AUDIT, ABLATION, INTERVENTION, COMPARE)

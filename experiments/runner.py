@@ -52,7 +52,7 @@ UNIT_FORMAT = 2
 # audit or an ablation reads sweep units too, so the sweep section is among its inputs.
 _UNIT_SECTIONS = {"sweep": ("sweep",), "gradnap": ("sweep",), "attribution": ("sweep",), "similarity": ("sweep",),
                   "audit": ("audit", "sweep"), "ablation": ("ablation", "sweep"),
-                  "intervention": ("intervention", "sweep")}
+                  "intervention": ("intervention", "sweep"), "compare": ("compare",)}
 
 
 def store_dir_name(encoder: str) -> str:
@@ -367,14 +367,20 @@ def check_names(config: RunConfig, corpus: Any) -> None:
     tasks = [*(config.sweep.tasks if config.sweep else ()),
              *([config.audit.attribute, *config.audit.tasks] if config.audit else []),
              *([config.ablation.task] if config.ablation else []),
-             *[task for section in config.intervention or () for task in (section.attribute, *section.tasks)]]
+             *[task for section in config.intervention or () for task in (section.attribute, *section.tasks)],
+             *(config.compare.tasks if config.compare else ())]
     from speechprobe.tasks.splits import control_split, cross_validation_splits
 
     for task in dict.fromkeys(tasks):  # the labels and splits each task needs, so no run stops half-way for them
         task_labels(corpus.metadata, get_task(task, corpus.metadata))
         cross_validation_splits(corpus.metadata, task, folds=config.probe.folds, seed=config.seed)
-    if config.probe.control and config.sweep:
+    if config.probe.control and (config.sweep or config.compare):  # compare reads the sweep's units
         control_split(corpus.metadata, seed=config.seed, folds=config.probe.folds)
+    if config.compare:  # two checkpoints of one architecture, or one line naming the first difference
+        from speechprobe.encoders.checkpoints import weight_changes
+        from speechprobe.encoders.registry import create_encoder
+
+        weight_changes(*(create_encoder(name) for name in config.compare.encoders))
 
 
 @dataclass
