@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     from speechprobe.experiments.studies.similarity.command import add_parser as add_similarity
     from speechprobe.experiments.studies.intervention.command import add_parser as add_intervention
     from speechprobe.experiments.studies.compare.command import add_parser as add_compare
+    from speechprobe.experiments.studies.topomap.command import add_parser as add_topomap
 
     add_parsers(sub)
     add_similarity(sub)
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_attribution(sub)
     add_intervention(sub)
     add_compare(sub)
+    add_topomap(sub)
     return parser
 
 

@@ -32,7 +32,7 @@ from speechprobe.tasks.catalog import PRESET_NAMES
 
 __all__ = ["AblationSection", "AttributionSection", "AuditSection", "CompareSection", "ComputeSettings",
            "InterventionSection",
-           "ProbeSettings", "RunConfig", "SweepSection", "load_config", "parse_config"]
+           "ProbeSettings", "RunConfig", "SweepSection", "TopomapSection", "load_config", "parse_config"]
 
 # The single source of every choice list and default a user sets: this schema. Lists owned by a lower layer
 # (rankings, ablation modes, similarity measures, pooling, corpus presets) are imported from its light
@@ -207,6 +207,20 @@ class CompareSection(_Section):
         return encoders
 
 
+class TopomapSection(_Section):
+    """Topographic neuron maps (see experiments/studies/topomap/): per encoder x task, one layer's neurons laid out
+    on a grid so that neighbours correlate over the corpus, painted with each label group's profile, the probe's
+    weights and its top-ranked neurons, and whether those gather on the map (permutation tests)."""
+
+    encoders: tuple[str, ...] = Field(min_length=1)
+    tasks: tuple[str, ...] = Field(("gender", "dialect"), min_length=1)
+    layer: str = Field("best", description="a layer name, best (each task's best layer in the sweep's "
+                                           "cross-validation), or all")
+    top_fraction: float = Field(0.05, gt=0, lt=1, description="share of the layer's neurons counted salient (the "
+                                                              "top of the probe's ranking)")
+    permutations: int = Field(1000, ge=99, description="permutations of every clustering and Moran's I test")
+
+
 class RunConfig(_Section):
     """A whole run: data, output, logging, probe settings and the studies to run."""
 
@@ -231,6 +245,7 @@ class RunConfig(_Section):
     intervention: Optional[tuple[InterventionSection, ...] | InterventionSection] = Field(
         None, description="one intervention section, or a list of them (each its own encoder, attribute and layer)")
     compare: Optional[CompareSection] = None
+    topomap: Optional[TopomapSection] = None
 
     @field_validator("intervention")
     @classmethod
@@ -252,9 +267,9 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _something_to_do(self):
         if (self.sweep is None and self.audit is None and self.ablation is None and self.intervention is None
-                and self.compare is None):
+                and self.compare is None and self.topomap is None):
             raise ValueError("the config has no study: give at least one of sweep, audit, ablation, intervention, "
-                             "compare")
+                             "compare, topomap")
         if "none" in self.logger and len(self.logger) > 1:
             raise ValueError("logger: none cannot be combined with other loggers")
         return self
@@ -270,7 +285,8 @@ class RunConfig(_Section):
                      *([self.audit.encoder] if self.audit else []),
                      *([self.ablation.encoder] if self.ablation else []),
                      *[section.encoder for section in self.intervention or ()],
-                     *(self.compare.encoders if self.compare else ())]:
+                     *(self.compare.encoders if self.compare else ()),
+                     *(self.topomap.encoders if self.topomap else ())]:
             if name not in names:
                 names.append(name)
         return names

@@ -15,6 +15,7 @@ from speechprobe.experiments.studies.gradnap.study import STUDY as GRADNAP
 from speechprobe.experiments.studies.intervention.study import STUDY as INTERVENTION
 from speechprobe.experiments.studies.similarity.study import STUDY as SIMILARITY
 from speechprobe.experiments.studies.sweep.study import STUDY as SWEEP
+from speechprobe.experiments.studies.topomap.study import STUDY as TOPOMAP
 from speechprobe.experiments.study import Study
 
-STUDIES: tuple[Study, ...] = (SWEEP, SIMILARITY, GRADNAP, ATTRIBUTION, AUDIT, ABLATION, INTERVENTION, COMPARE)
+STUDIES: tuple[Study, ...] = (SWEEP, SIMILARITY, GRADNAP, ATTRIBUTION, AUDIT, ABLATION, INTERVENTION, COMPARE, TOPOMAP)

@@ -61,6 +61,9 @@ def _encoders(results: dict) -> list[str]:
     interventions = results.get("intervention") or []
     names += [s["encoder"] for s in (interventions if isinstance(interventions, list) else [interventions])
               if s.get("encoder")]
+    names += list((results.get("topomap") or {}).get("encoders") or [])
+    compare = results.get("compare") or {}
+    names += [compare[key] for key in ("encoder_a", "encoder_b") if isinstance(compare.get(key), str)]
     return list(dict.fromkeys(names))
 
 

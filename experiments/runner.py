@@ -53,6 +53,7 @@ UNIT_FORMAT = 2
 _UNIT_SECTIONS = {"sweep": ("sweep",), "gradnap": ("sweep",), "attribution": ("sweep",), "similarity": ("sweep",),
                   "audit": ("audit", "sweep"), "ablation": ("ablation", "sweep"),
                   "intervention": ("intervention", "sweep"), "compare": ("compare",)}
+_UNIT_SECTIONS["topomap"] = ("topomap", "sweep")  # its maps read the sweep's probes
 
 
 def store_dir_name(encoder: str) -> str:
@@ -368,13 +369,14 @@ def check_names(config: RunConfig, corpus: Any) -> None:
              *([config.audit.attribute, *config.audit.tasks] if config.audit else []),
              *([config.ablation.task] if config.ablation else []),
              *[task for section in config.intervention or () for task in (section.attribute, *section.tasks)],
-             *(config.compare.tasks if config.compare else ())]
+             *(config.compare.tasks if config.compare else ()),
+             *(config.topomap.tasks if config.topomap else ())]
     from speechprobe.tasks.splits import control_split, cross_validation_splits
 
     for task in dict.fromkeys(tasks):  # the labels and splits each task needs, so no run stops half-way for them
         task_labels(corpus.metadata, get_task(task, corpus.metadata))
         cross_validation_splits(corpus.metadata, task, folds=config.probe.folds, seed=config.seed)
-    if config.probe.control and (config.sweep or config.compare):  # compare reads the sweep's units
+    if config.probe.control and (config.sweep or config.compare or config.topomap):  # they read the sweep's units
         control_split(corpus.metadata, seed=config.seed, folds=config.probe.folds)
     if config.compare:  # two checkpoints of one architecture, or one line naming the first difference
         from speechprobe.encoders.checkpoints import weight_changes

@@ -17,21 +17,6 @@ FAST_PROBES = {"folds": 3, "max_epochs": 15, "n_resamples": 200, "grid": [[0.0, 
 GE2E_LAYERS = ["lstm1", "lstm2", "lstm3", "embedding"]
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread, in extraction too (two OpenMP threads on two shared cores spin-wait on each other)."""
-    import torch
-
-    from speechprobe.encoders.extraction import ExtractionModule
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ExtractionModule, "on_predict_start", lambda self: torch.set_num_threads(1))
-        yield
-    torch.set_num_threads(threads)
-
-
 def _config(tiny_corpus: Path, root: Path, compare: dict, **more) -> Path:
     data = {"name": "tiny-compare", "corpus": str(tiny_corpus), "stores": str(root / "stores"),
             "out": str(root / "run"), "logger": ["csv"], "probe": FAST_PROBES, "compare": compare, **more}

@@ -16,7 +16,7 @@ MINIMAL = {"name": "t", "corpus": "c", "sweep": {"encoders": ["ge2e"]}}
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path):
     config = load_config(path)
-    assert config.sweep or config.audit or config.ablation or config.intervention or config.compare
+    assert config.sweep or config.audit or config.ablation or config.intervention or config.compare or config.topomap
     assert config.out_dir == Path("data/runs") / config.name
 
 

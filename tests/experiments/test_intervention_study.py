@@ -33,23 +33,6 @@ def _config(tiny_corpus: Path, root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread, in extraction too: on a 2-core machine shared with other jobs, two OpenMP threads
-    spin-wait on each other (a GE2E batch of 16 utterances: 1.2-1.5 s on one thread, 6-22 s on two). Thread
-    count changes speed, not what is computed."""
-    import torch
-
-    from speechprobe.encoders.extraction import ExtractionModule
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ExtractionModule, "on_predict_start", lambda self: torch.set_num_threads(1))
-        yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def study(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory, one_thread):
     root = tmp_path_factory.mktemp("intervention")
     config = root / "intervention.yaml"

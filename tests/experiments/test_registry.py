@@ -22,7 +22,7 @@ STUDIES_DIR = Path(__file__).resolve().parents[2] / "experiments" / "studies"
 def test_every_study_folder_is_registered_once() -> None:
     folders = sorted(p.name for p in STUDIES_DIR.iterdir() if (p / "study.py").is_file())
     assert folders == sorted(["sweep", "similarity", "gradnap", "attribution", "audit", "ablation", "intervention",
-                              "compare"])
+                              "compare", "topomap"])
     registered = sorted(s.compute.__module__.split(".")[3] for s in registry.STUDIES)
     assert registered == folders
     keys = [(s.within, s.key) for s in registry.STUDIES]
