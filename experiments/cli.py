@@ -314,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     from speechprobe.experiments.studies.intervention.command import add_parser as add_intervention
     from speechprobe.experiments.studies.compare.command import add_parser as add_compare
     from speechprobe.experiments.studies.topomap.command import add_parser as add_topomap
+    from speechprobe.experiments.finetune_command import add_parser as add_finetune
 
     add_parsers(sub)
     add_similarity(sub)
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_intervention(sub)
     add_compare(sub)
     add_topomap(sub)
+    add_finetune(sub)
     return parser
 
 
