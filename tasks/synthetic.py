@@ -227,10 +227,9 @@ def _render_all(plans: list[SpeakerPlan], out_dir: Path, jobs: int,
                 progress: bool) -> list[dict[str, object]]:
     """One fresh process per speaker (maxtasksperchild=1), so espeak's hidden state starts pristine.
 
-    Workers are forked: cheap, and unlike spawn/forkserver it needs no `__main__` guard in the
-    caller's script or notebook. They run only numpy/scipy/soundfile/espeak code, never torch.
+    Workers run only numpy/scipy/soundfile/espeak code, never torch. How they start: `start_method`.
     """
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context(start_method())
     total = sum(len(p.utterances) for p in plans)
     rows: list[dict[str, object]] = []
     work = [(plan, str(out_dir)) for plan in plans]
@@ -240,6 +239,24 @@ def _render_all(plans: list[SpeakerPlan], out_dir: Path, jobs: int,
             rows.extend(speaker_rows)
             bar.update(len(speaker_rows))
     return rows
+
+
+def start_method() -> str:
+    """``fork`` while this process runs a single OS thread: cheap, and it needs no ``__main__`` guard in the
+    caller's script or notebook. Once other threads exist (torch's OpenMP pool, a progress bar's monitor, a
+    logger's writer), forking copies whatever lock one of them held at that instant, and a worker can wait on
+    it forever: seen in the test suite, a forked worker blocked on a futex after torch and Lightning had run
+    in the same process. Then ``forkserver``: workers are forked from a clean single-threaded server (a script
+    without a ``__main__`` guard would be imported by it, the usual rule of spawn-like starts)."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:  # no /proc (macOS, Windows): count Python's threads, the ones we can see
+        import threading
+
+        threads = threading.active_count()
+    if threads <= 1 or "forkserver" not in multiprocessing.get_all_start_methods():
+        return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return "forkserver"
 
 
 def _render_speaker_job(job: tuple[SpeakerPlan, str]) -> list[dict[str, object]]:

@@ -122,7 +122,8 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytes
     def broken(speech, channel, rng):
         raise CorpusError(f"simulated failure in {channel}")
 
-    monkeypatch.setattr(synthetic, "record", broken)  # workers are forked, so they see the patch
+    monkeypatch.setattr(synthetic, "record", broken)
+    monkeypatch.setattr(synthetic, "start_method", lambda: "fork")  # forked workers see the patch
     with pytest.raises(CorpusError, match="simulated failure"):
         build_corpus(tmp_path / "out", SMALL, progress=False)
     assert os.listdir(tmp_path) == []
@@ -142,3 +143,26 @@ def test_bad_configurations_are_named(overrides: dict, message: str) -> None:
 def test_unknown_preset_is_named() -> None:
     with pytest.raises(CorpusError, match="unknown preset 'huge'"):
         config_from_args("huge")
+
+
+def test_workers_are_forked_only_from_a_single_threaded_process(tmp_path: Path) -> None:
+    """A fork copies the locks other threads hold; with threads running, workers start from a forkserver, and the
+    corpus is byte for byte the one the forked workers build."""
+    import threading
+
+    from speechprobe.tasks import synthetic
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait, daemon=True)
+    worker.start()
+    try:
+        assert synthetic.start_method() == "forkserver"
+        built, _ = build_corpus(tmp_path / "threaded", SMALL, jobs=2, progress=False)
+    finally:
+        stop.set()
+        worker.join()
+    reference, _ = build_corpus(tmp_path / "reference", SMALL, jobs=1, progress=False)
+    for name in ("metadata.csv", "speakers.csv"):
+        assert (built / name).read_bytes() == (reference / name).read_bytes()
+    first = sorted((built / "audio").rglob("*.wav"))[0]
+    assert first.read_bytes() == (reference / first.relative_to(built)).read_bytes()
