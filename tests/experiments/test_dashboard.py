@@ -217,7 +217,9 @@ def _png(path: Path) -> Path:
 
 
 def _live_children() -> list[str]:
-    """Command lines of this process's children still running (zombies, already exited, not counted)."""
+    """Command lines of this process's children still running (zombies, already exited, not counted), apart from
+    Python's own multiprocessing helpers (a forkserver and its resource tracker stay for the process's life once a
+    corpus was synthesised with threads running: `tasks.synthetic.start_method`)."""
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -225,7 +227,7 @@ def _live_children() -> list[str]:
             cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and "from multiprocessing." not in cmdline:
             children.append(cmdline)
     return children
 
