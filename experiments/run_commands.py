@@ -70,34 +70,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    data = _common(args, "sweep")
-    data["sweep"] = {"encoders": args.encoders, "baselines": _baselines(args.baselines),
-                     **({"tasks": args.tasks} if args.tasks else {}),
-                     **({"similarity": args.similarity} if args.similarity else {})}
+def run_section(args: argparse.Namespace, command: str, default_name: str, key: str, section: dict[str, Any]) -> int:
+    """A run with one study section built from flags (the common flags fill the rest), executed like
+    ``speechprobe run``: every study command ends here."""
     from speechprobe.experiments.execute import execute
 
-    execute(parse_config(data, "speechprobe sweep"), quiet=args.quiet)
+    data = _common(args, default_name)
+    data[key] = section
+    execute(parse_config(data, f"speechprobe {command}"), quiet=args.quiet)
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return run_section(args, "sweep", "sweep", "sweep",
+                       {"encoders": args.encoders, "baselines": _baselines(args.baselines),
+                        **({"tasks": args.tasks} if args.tasks else {}),
+                        **({"similarity": args.similarity} if args.similarity else {})})
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    data = _common(args, f"audit-{args.attribute}")
-    data["audit"] = {"encoder": args.encoder, "attribute": args.attribute, "layer": args.layer,
-                     **({"tasks": args.tasks} if args.tasks else {})}
-    from speechprobe.experiments.execute import execute
-
-    execute(parse_config(data, "speechprobe audit"), quiet=args.quiet)
-    return 0
+    return run_section(args, "audit", f"audit-{args.attribute}", "audit",
+                       {"encoder": args.encoder, "attribute": args.attribute, "layer": args.layer,
+                        **({"tasks": args.tasks} if args.tasks else {})})
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    data = _common(args, f"ablation-{args.task}")
-    data["ablation"] = {"encoder": args.encoder, "task": args.task, "layer": args.layer}
-    from speechprobe.experiments.execute import execute
-
-    execute(parse_config(data, "speechprobe ablation"), quiet=args.quiet)
-    return 0
+    return run_section(args, "ablation", f"ablation-{args.task}", "ablation",
+                       {"encoder": args.encoder, "task": args.task, "layer": args.layer})
 
 
 def add_common_options(parser: argparse.ArgumentParser, *,

@@ -17,9 +17,7 @@ def default_name(a: str, b: str) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from speechprobe.experiments.config import parse_config
-    from speechprobe.experiments.execute import execute
-    from speechprobe.experiments.run_commands import _common
+    from speechprobe.experiments.run_commands import run_section
 
     encoders = list(args.encoder or [])
     if len(encoders) != 2:
@@ -27,10 +25,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                + (f" ({', '.join(encoders)})" if encoders else ""))
     if encoders[0] == encoders[1]:
         raise SpeechprobeError(f"--encoder: A and B are both {encoders[0]!r}: name two checkpoints to compare")
-    data = _common(args, default_name(*encoders))
-    data["compare"] = {"encoders": encoders, **({"tasks": args.tasks} if args.tasks else {})}
-    execute(parse_config(data, "speechprobe compare"), quiet=args.quiet)
-    return 0
+    return run_section(args, "compare", default_name(*encoders), "compare",
+                       {"encoders": encoders, **({"tasks": args.tasks} if args.tasks else {})})
 
 
 def add_parser(sub: Any) -> None:

@@ -26,11 +26,8 @@ def parse_ks(text: str) -> list:
 
 
 def cmd_intervene(args: argparse.Namespace) -> int:
-    from speechprobe.experiments.config import parse_config
-    from speechprobe.experiments.execute import execute
-    from speechprobe.experiments.run_commands import _common
+    from speechprobe.experiments.run_commands import run_section
 
-    data = _common(args, f"intervention-{args.attribute}")
     section: dict[str, Any] = {"encoder": args.encoder, "attribute": args.attribute, "layer": args.layer}
     if args.ks is not None:
         section["ks"] = parse_ks(args.ks)
@@ -38,9 +35,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             section[key] = value
-    data["intervention"] = section
-    execute(parse_config(data, "speechprobe intervene"), quiet=args.quiet)
-    return 0
+    return run_section(args, "intervene", f"intervention-{args.attribute}", "intervention", section)
 
 
 def add_parser(sub: Any) -> None:

@@ -49,9 +49,7 @@ def store_source(text: str) -> tuple[str, str, str, list[str]]:
 
 
 def cmd_topomap(args: argparse.Namespace) -> int:
-    from speechprobe.experiments.config import parse_config
-    from speechprobe.experiments.execute import execute
-    from speechprobe.experiments.run_commands import _common
+    from speechprobe.experiments.run_commands import run_section
 
     if args.store:
         encoder, corpus, stores, layers = store_source(args.store)
@@ -73,15 +71,12 @@ def cmd_topomap(args: argparse.Namespace) -> int:
     else:
         encoder = args.encoder
     tasks = list(dict.fromkeys(args.task))
-    data = _common(args, default_name(encoder, tasks))
     section: dict[str, Any] = {"encoders": [encoder], "tasks": tasks, "layer": args.layer}
     if args.top_fraction is not None:
         section["top_fraction"] = args.top_fraction
     if args.permutations is not None:
         section["permutations"] = args.permutations
-    data["topomap"] = section
-    execute(parse_config(data, "speechprobe topomap"), quiet=args.quiet)
-    return 0
+    return run_section(args, "topomap", default_name(encoder, tasks), "topomap", section)
 
 
 def add_parser(sub: Any) -> None:
