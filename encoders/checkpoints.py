@@ -13,14 +13,17 @@ weights are far larger than their initialisation, so W_B - W_A is about -W_A); a
 less. The number is about the WEIGHTS that compute a layer: a layer whose own weights did not move still has
 other activations when an earlier layer moved. It is a ratio of norms, so a large fixed tensor in a layer
 dilutes it: Whisper's "conv" holds the sinusoidal positions (576k of its 1.1M parameters, never trained,
-norm ~537 against ~40 for the convolutions), so "conv" reads ~0.09 even against random weights; the
-per-tensor breakdown (`per_tensor=True`) shows where a layer's change sits.
+norm ~537 against ~48 for the convolutions) would read ~0.09 even against random weights, and a fine-tune
+that moved the convolutions as much as block1 would read 10x less. So parameters that are part of the
+architecture rather than learned (Whisper's positions: a buffer in OpenAI's model, `requires_grad=False` in
+transformers') are not counted in any layer: they are reported apart under `FIXED`, where a checkpoint that
+did change them still shows it. The per-tensor breakdown (`per_tensor=True`) shows where a layer's change sits.
 
 Which parameters compute which layer (the same places `encoders.interventions` intervenes at; each parameter
 belongs to at most one layer, the one whose module holds it):
 - GE2E: "lstm1".."lstm3" -> `lstm1`..`lstm3`; "embedding" -> `linear` (the d-vector head on the last state).
-- Whisper (`whisper-tiny.en`, `hf:` Whisper): "conv" -> `conv1`, `conv2`, `embed_positions`; "blockK" ->
-  `layers.{K-1}`; "blockN.final_layer_norm" -> `layer_norm`.
+- Whisper (`whisper-tiny.en`, `hf:` Whisper): "conv" -> `conv1`, `conv2`; "blockK" -> `layers.{K-1}`;
+  "blockN.final_layer_norm" -> `layer_norm`; fixed: `embed_positions` (sinusoids, never trained).
 - wav2vec2 / HuBERT / WavLM / data2vec-audio: "features" -> CNN (`feature_extractor`), `feature_projection`,
   `pos_conv_embed`, and in post-LayerNorm (base) models the encoder's input `layer_norm`; "blockK" ->
   `layers.{K-1}` (WavLM's relative-position embedding lives in layers.0 and is reused by every block: it is
@@ -29,7 +32,7 @@ belongs to at most one layer, the one whose module holds it):
 - CREPE: "convK" -> `convK` and `convK_BN` (weight, bias); "conv6.flat" is a view of conv6 (no parameters
   of its own); "classifier" -> `classifier`.
 - MFCC: no parameters at all.
-Parameters matching no layer are reported under `UNASSIGNED`, never dropped. Buffers (e.g. CREPE's
+Parameters matching no layer are reported under `UNASSIGNED`, fixed ones under `FIXED`, never dropped. Buffers (e.g. CREPE's
 BatchNorm running statistics) are not parameters and are not counted. An encoder class this module has no
 map for is refused (`EncoderError`) rather than guessed at.
 """
@@ -45,11 +48,13 @@ from torch import Tensor
 
 from speechprobe.encoders.base import EncoderError, SpeechEncoder
 
-__all__ = ["UNASSIGNED", "LayerChange", "TensorChange", "layer_parameters", "unassigned_parameters",
-           "weight_changes"]
+__all__ = ["FIXED", "UNASSIGNED", "LayerChange", "TensorChange", "fixed_parameters", "layer_parameters",
+           "unassigned_parameters", "weight_changes"]
 
 #: the row holding the parameters that compute no stored layer (listed only where there are some)
 UNASSIGNED = "(unassigned)"
+#: the row holding parameters that are part of the architecture, not learned (a map's entry under this key)
+FIXED = "(fixed)"
 _CHUNK = 1 << 20  # elements converted to float64 at a time: bounds the extra memory of a big tensor
 
 
@@ -63,9 +68,10 @@ def _ge2e(encoder: SpeechEncoder) -> dict[str, tuple[str, ...]]:
 
 def _whisper(encoder: SpeechEncoder) -> dict[str, tuple[str, ...]]:
     blocks = len(encoder.encoder.layers)
-    prefixes = {"conv": ("encoder.conv1", "encoder.conv2", "encoder.embed_positions")}
+    prefixes = {"conv": ("encoder.conv1", "encoder.conv2")}
     prefixes.update({f"block{k}": (f"encoder.layers.{k - 1}",) for k in range(1, blocks + 1)})
     prefixes[f"block{blocks}.final_layer_norm"] = ("encoder.layer_norm",)
+    prefixes[FIXED] = ("encoder.embed_positions",)  # sinusoids: never trained (see the module docstring)
     return prefixes
 
 
@@ -104,9 +110,10 @@ def _prefixes(encoder: SpeechEncoder) -> dict[str, tuple[str, ...]]:
         cls = getattr(sys.modules.get(module_name), class_name, None)
         if cls is not None and isinstance(encoder, cls):
             prefixes = build(encoder)
-            if list(prefixes) != list(encoder.layer_names):  # the map is out of date with the encoder
+            if [layer for layer in prefixes if layer != FIXED] != list(encoder.layer_names):  # map out of date
                 raise EncoderError(f"weight changes: the parameter map of {class_name} gives layers "
-                                   f"{list(prefixes)}, {_name(encoder)} stores {list(encoder.layer_names)}")
+                                   f"{[layer for layer in prefixes if layer != FIXED]}, {_name(encoder)} stores "
+                                   f"{list(encoder.layer_names)}")
             return prefixes
     known = ", ".join(class_name for _, class_name, _ in _MAPS)
     raise EncoderError(f"weight changes: no layer-to-parameter map for encoder class {type(encoder).__name__} "
@@ -126,27 +133,34 @@ def _owner(name: str, prefixes: dict[str, tuple[str, ...]]) -> Optional[str]:
     return owners[0] if owners else None
 
 
-def _assignment(encoder: SpeechEncoder) -> tuple[dict[str, list[str]], list[str]]:
+def _assignment(encoder: SpeechEncoder) -> tuple[dict[str, list[str]], list[str], list[str]]:
+    """Stored layer -> its parameters; the fixed parameters; the unassigned ones."""
     prefixes = _prefixes(encoder)
-    layers: dict[str, list[str]] = {layer: [] for layer in prefixes}
+    owned: dict[str, list[str]] = {layer: [] for layer in prefixes}
     unassigned: list[str] = []
     for name, _ in encoder.named_parameters():
         owner = _owner(name, prefixes)
-        (unassigned if owner is None else layers[owner]).append(name)
-    return layers, unassigned
+        (unassigned if owner is None else owned[owner]).append(name)
+    fixed = owned.pop(FIXED, [])
+    return owned, fixed, unassigned
 
 
 def layer_parameters(encoder: SpeechEncoder) -> dict[str, list[str]]:
-    """Stored layer -> names (`named_parameters()`) of the parameters computing it from the previous layer.
+    """Stored layer -> names (`named_parameters()`) of the learned parameters computing it from the previous layer.
 
     Every stored layer is a key, in store order; a view with no parameters of its own gets [].
     """
     return _assignment(encoder)[0]
 
 
+def fixed_parameters(encoder: SpeechEncoder) -> list[str]:
+    """Parameters that are part of the architecture, not learned (Whisper's sinusoidal positions)."""
+    return _assignment(encoder)[1]
+
+
 def unassigned_parameters(encoder: SpeechEncoder) -> list[str]:
     """Parameters that compute no stored layer (a CTC head, training-only embeddings): listed, not dropped."""
-    return _assignment(encoder)[1]
+    return _assignment(encoder)[2]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,7 +277,8 @@ def _class_name(module: torch.nn.Module) -> str:
 
 
 def weight_changes(a: SpeechEncoder, b: SpeechEncoder, *, per_tensor: bool = False) -> list[LayerChange]:
-    """Per stored layer, in store order, how far B's weights lie from A's; then `UNASSIGNED` if any.
+    """Per stored layer, in store order, how far B's learned weights lie from A's; then `FIXED` and
+    `UNASSIGNED`, each if any.
 
     `a` is the reference (the norm the change is relative to). Raises `EncoderError` (one line, the first
     difference) unless both have the same layers, parameter names and shapes, and module classes.
@@ -271,8 +286,10 @@ def weight_changes(a: SpeechEncoder, b: SpeechEncoder, *, per_tensor: bool = Fal
     """
     params_a, params_b = dict(a.named_parameters()), dict(b.named_parameters())
     _check_same_architecture(a, b, params_a, params_b)
-    layers, unassigned = _assignment(a)
+    layers, fixed, unassigned = _assignment(a)
     rows = [_layer_change(layer, names, params_a, params_b, per_tensor) for layer, names in layers.items()]
+    if fixed:
+        rows.append(_layer_change(FIXED, fixed, params_a, params_b, per_tensor))
     if unassigned:
         rows.append(_layer_change(UNASSIGNED, unassigned, params_a, params_b, per_tensor))
     return rows

@@ -47,6 +47,9 @@ UNITS_DIR = "units"
 # The result format of units: bump it when what a unit holds, or how it is computed, changes, and every
 # unit written before is recomputed (it records the format it was written in).
 UNIT_FORMAT = 2
+# A study's own revision, bumped when only its units change: those units alone are recomputed (absent: 0).
+# compare 1: fixed parameters (Whisper's sinusoidal positions) are no longer counted in a layer's change.
+STUDY_REVISIONS = {"compare": 1}
 
 # The config sections a unit reads besides seed and probe settings, by the first part of its name. An
 # audit or an ablation reads sweep units too, so the sweep section is among its inputs.
@@ -203,10 +206,14 @@ class Run:
         if isinstance(config.get("intervention"), list):  # only the section this unit belongs to
             config["intervention"] = next((entry for entry in config["intervention"]
                                            if name.startswith(intervention_base(entry) + "/")), None)
-        return {"format": UNIT_FORMAT,
-                "corpus": self.corpus_fingerprint(),
-                "stores": {encoder: self.store(encoder).manifest.get("key") for encoder in sorted(set(stores))},
-                "config": config}
+        inputs = {"format": UNIT_FORMAT,
+                  "corpus": self.corpus_fingerprint(),
+                  "stores": {encoder: self.store(encoder).manifest.get("key") for encoder in sorted(set(stores))},
+                  "config": config}
+        revision = STUDY_REVISIONS.get(name.split("/", 1)[0], 0)
+        if revision:  # recorded only where there is one: units of other studies keep their inputs
+            inputs["revision"] = revision
+        return inputs
 
     def _cached(self, name: str, path: Path) -> tuple[Optional[dict], Optional[str]]:
         """The cached unit's data, and None, or why it must be recomputed."""
@@ -223,6 +230,9 @@ class Run:
         if recorded.get("format") != UNIT_FORMAT:
             return None, f"it was written in unit format {recorded.get('format')}, this speechprobe writes {UNIT_FORMAT}"
         current = self.unit_inputs(name, recorded["stores"])
+        if recorded.get("revision", 0) != current.get("revision", 0):
+            return None, (f"it was written by revision {recorded.get('revision', 0)} of the {name.split('/', 1)[0]} "
+                          f"study, this speechprobe writes revision {current.get('revision', 0)}")
         changed = []
         if recorded.get("corpus") != current["corpus"]:
             changed.append("the corpus")

@@ -17,6 +17,16 @@ def num(x: Any, digits: int = 2) -> str:
     return f"{x:.{digits}f}" if finite(x) else "–"
 
 
+def sig(x: Any, digits: int = 2) -> str:
+    """Two decimals from 0.1 up (0.94, 1.04), else ``digits`` significant figures (0.094, 0.00056, 5.6e-05);
+    exactly 0 as 0: for quantities such as a fine-tune's weight change, which fixed decimals print as 0.000."""
+    if not finite(x):
+        return "–"
+    if x == 0:
+        return "0"
+    return f"{x:.2f}" if abs(x) >= 0.1 else f"{x:.{digits}g}"
+
+
 def signed(x: Any, digits: int = 2) -> str:
     return f"{x:+.{digits}f}".replace("-", "−") if finite(x) else "–"
 

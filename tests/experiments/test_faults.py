@@ -221,3 +221,23 @@ def test_a_damaged_probe_read_by_a_command_is_one_line_exit_2(study, tiny_corpus
     monkeypatch.setattr(pd.DataFrame, "to_csv", bug)
     with pytest.raises(ValueError, match="a bug"):
         run_cli(argv)
+
+
+def test_a_study_revision_recomputes_that_studys_units_alone(study, monkeypatch):
+    """Bumping one study's revision (its units' computation changed) recomputes its units, saying why; the
+    units of other studies and an unchanged rerun are untouched."""
+    from speechprobe.experiments import runner
+
+    root, _, config = study
+    monkeypatch.setitem(runner.STUDY_REVISIONS, "sweep", 7)
+    code, _, err = run_cli(["run", str(config)])
+    assert code == 0, err
+    assert ("units/sweep/ge2e/gender: recomputing (it was written by revision 0 of the sweep study, this "
+            "speechprobe writes revision 7)") in err
+    assert sorted(_results(root)["units_computed"]) == sorted(UNITS)
+    assert json.loads((root / "run" / "units" / UNITS[0] / "inputs.json").read_text())["revision"] == 7
+    code, _, err = run_cli(["run", str(config)])
+    assert code == 0 and _results(root)["units_computed"] == [] and "recomputing" not in err
+    monkeypatch.setitem(runner.STUDY_REVISIONS, "audit", 3)  # another study's revision: nothing here
+    code, _, err = run_cli(["run", str(config)])
+    assert code == 0 and _results(root)["units_computed"] == [] and "recomputing" not in err

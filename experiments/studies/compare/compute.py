@@ -44,7 +44,7 @@ def compare_unit(run: Run, a: str, b: str) -> dict:
     """The weight change and linear CKA per layer of A and B (one cached unit)."""
 
     def compute():
-        from speechprobe.encoders.checkpoints import UNASSIGNED, weight_changes
+        from speechprobe.encoders.checkpoints import FIXED, UNASSIGNED, weight_changes
         from speechprobe.encoders.registry import create_encoder
         from speechprobe.experiments.studies.similarity.compute import aligned_layers
         from speechprobe.probing.similarity import linear_cka
@@ -70,9 +70,10 @@ def compare_unit(run: Run, a: str, b: str) -> dict:
                        {"relative": None, "reason": "no weights mapped to this layer"})
             layers.append(row)
         unassigned = next((_change_row(c) for c in changes if c.layer == UNASSIGNED), None)
+        fixed = next((_change_row(c) for c in changes if c.layer == FIXED), None)
         data = {"encoder_a": a, "encoder_b": b, "stores": [str(store_a.path), str(store_b.path)],
                 "store_keys": [store_a.manifest.get("key"), store_b.manifest.get("key")],
-                "n_utterances": int(n), "layers": layers, "unassigned": unassigned}
+                "n_utterances": int(n), "layers": layers, "fixed": fixed, "unassigned": unassigned}
         return data, None
 
     data, _ = run.unit(f"compare/{unit_dir_name(a)}--{unit_dir_name(b)}", compute)

@@ -8,6 +8,7 @@ import numpy as np
 
 from speechprobe.experiments.plotting import (as_float, GREY, interval_bounds, panels, RED, rotate_if_crowded,
                                               safe_name, save_figure)
+from speechprobe.experiments.writing import sig
 
 
 def figure_name(result: dict) -> str:
@@ -30,8 +31,15 @@ def draw_compare(result: dict, path: Path) -> Path:
     change = [as_float(row.get("relative")) for row in result["layers"]]
     ax.bar(x, change, color="C0", alpha=0.75, label="relative weight change ||B − A|| / ||A||")
     ax.axhline(0.0, color="black", linewidth=0.8)
-    top = max(1.0, float(np.nanmax(change + [0.0])))
-    ax.set_ylim(0, top * 1.4)  # headroom for the legend above the bars
+    # scaled to the largest change (a fine-tune moves weights by 1e-4..1e-3: on a 0-1 axis the bars vanish),
+    # each bar labelled with its value
+    largest = float(np.nanmax(change + [0.0]))
+    top = largest if largest > 0 else 1.0
+    ax.set_ylim(0, top * 1.7)  # headroom for the legend above the bars and their labels
+    for position, value in zip(x, change):
+        if np.isfinite(value):
+            ax.annotate(sig(value), (position, value), xytext=(0, 2), textcoords="offset points", ha="center",
+                        fontsize=6, color="C0")
     ax.set_ylabel("relative weight change (0: identical)", color="C0")
     ax.set_xticks(x, layers)
     rotate_if_crowded(ax, layers)

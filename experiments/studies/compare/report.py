@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 from speechprobe.experiments.studies.compare.figures import figure_name
-from speechprobe.experiments.writing import finite, ival, join_words, md_table, num, section_md, signed, vs_majority
+from speechprobe.experiments.writing import (finite, ival, join_words, md_table, num, section_md, sig, signed,
+                                             vs_majority)
 
 SMALL_N = 200  # below this many utterances, linear CKA (biased) reads unrelated representations well above 0
 
@@ -28,7 +29,7 @@ def _extreme(rows: list[dict], key: str, largest: bool) -> Optional[tuple[int, d
 
 def weight_words(result: dict) -> str:
     rows, count = result["layers"], len(result["layers"])
-    per_layer = ", ".join(f"{row['layer']} {num(row.get('relative'), 3)}" for row in rows)
+    per_layer = ", ".join(f"{row['layer']} {sig(row.get('relative'))}" for row in rows)
     top = _extreme(rows, "relative", largest=True)
     if top is None:
         return (f"**Weights**: no layer has weights of its own to compare ({per_layer}); identical checkpoints would "
@@ -36,8 +37,8 @@ def weight_words(result: dict) -> str:
     low = _extreme(rows, "relative", largest=False)
     (i, row), (j, least) = top, low
     words = (f"**Weights** (relative change ‖W_B − W_A‖ / ‖W_A‖ of the parameters computing each layer; identical "
-             f"checkpoints: 0): they moved most at {row['layer']} ({num(row['relative'], 3)}, {_place(i, count)}) and "
-             f"least at {least['layer']} ({num(least['relative'], 3)}, {_place(j, count)}); per layer: {per_layer}.")
+             f"checkpoints: 0): they moved most at {row['layer']} ({sig(row['relative'])}, {_place(i, count)}) and "
+             f"least at {least['layer']} ({sig(least['relative'])}, {_place(j, count)}); per layer: {per_layer}.")
     if all(r["relative"] == 0 for r in rows if finite(r.get("relative"))):
         words += " Every layer's weights are bit-identical."
     elif count >= 3:
@@ -47,19 +48,24 @@ def weight_words(result: dict) -> str:
             mean_inner, mean_outer = sum(inner) / len(inner), sum(outer) / len(outer)
             close = abs(mean_inner - mean_outer) <= 0.1 * max(mean_inner, mean_outer)
             how = "about as much as" if close else "more than" if mean_inner > mean_outer else "less than"
-            words += (f" Inner layers moved {how} the first and last (mean {num(mean_inner, 3)} vs "
-                      f"{num(mean_outer, 3)}).")
+            words += (f" Inner layers moved {how} the first and last (mean {sig(mean_inner)} vs "
+                      f"{sig(mean_outer)}).")
     tensors = row.get("top_tensors") or []
     if tensors and row.get("n_tensors", 0) > 1:
         words += (f" At {row['layer']} the largest change is in {tensors[0]['name']} (‖B − A‖ "
-                  f"{num(tensors[0]['change'], 3)}, relative {num(tensors[0].get('relative'), 3)}).")
+                  f"{sig(tensors[0]['change'])}, relative {sig(tensors[0].get('relative'))}).")
     missing = [f"{r['layer']} ({r['reason']})" for r in rows if not finite(r.get("relative")) and r.get("reason")]
     if missing:
         words += f" No relative change for {join_words(missing)}."
+    fixed = result.get("fixed")
+    if fixed:
+        how = "are bit-identical" if fixed.get("change") == 0 else f"moved by {sig(fixed.get('relative'))}"
+        words += (f" Fixed parameters, part of the architecture and not learned (e.g. Whisper's sinusoidal "
+                  f"positions; {fixed['n_parameters']}), are counted in no layer: they {how}.")
     rest = result.get("unassigned")
     if rest:
         words += (f" Parameters that compute no stored layer ({rest['n_parameters']} in {rest.get('n_tensors')} "
-                  f"tensors, e.g. a head) moved by {num(rest.get('relative'), 3)}.")
+                  f"tensors, e.g. a head) moved by {sig(rest.get('relative'))}.")
     return words
 
 
@@ -127,7 +133,7 @@ def compare_findings(result: dict) -> list[str]:
 def compare_tables(result: dict) -> list[str]:
     layers = md_table(["layer", "parameters", "‖W_A‖", "‖W_B − W_A‖", "relative change", "linear CKA"],
                       [[row["layer"], row.get("n_parameters", "–"), num(row.get("norm_a"), 3),
-                        num(row.get("change"), 3), num(row.get("relative"), 3), num(row.get("cka"), 3)]
+                        sig(row.get("change"), 3), sig(row.get("relative")), num(row.get("cka"), 3)]
                        for row in result["layers"]])
     rows = []
     for task in result.get("tasks") or []:
@@ -154,7 +160,7 @@ def summary_lines(result: dict) -> list[str]:
     rows = result["layers"]
     top, low = _extreme(rows, "relative", largest=True), _extreme(rows, "cka", largest=False)
     head = f"compare: {result['encoder_a']} vs {result['encoder_b']}:"
-    lines = [head + (f" weights moved most at {top[1]['layer']} ({num(top[1]['relative'], 3)})" if top else
+    lines = [head + (f" weights moved most at {top[1]['layer']} ({sig(top[1]['relative'])})" if top else
                      " no weights to compare")
              + (f", CKA lowest at {low[1]['layer']} ({num(low[1]['cka'], 3)})" if low else "")]
     for task in result.get("tasks") or []:
