@@ -37,6 +37,7 @@ from speechprobe.encoders.resample import resample_rows
 from speechprobe.encoders.store import StoreSettings, StoreWriter
 from speechprobe.encoders.windows import effective_window, encode
 from speechprobe.tasks.corpus import Corpus
+from speechprobe.threads import ENV as THREADS_ENV, available_cores, cpu_threads
 from speechprobe.tasks.errors import CorpusError
 
 
@@ -134,17 +135,20 @@ class ExtractionModule(pl.LightningModule):
     """Wraps a frozen encoder: one forward pass per batch, every chosen layer pooled on the device."""
 
     def __init__(self, encoder: SpeechEncoder, layers: Sequence[int], pooling: str,
-                 window: Optional[int] = None, intervention: Optional[Intervention] = None) -> None:
+                 window: Optional[int] = None, intervention: Optional[Intervention] = None,
+                 threads: Optional[int] = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.layers, self.pooling, self.window = list(layers), pooling, window
         self.intervention = intervention
+        self.threads = threads  # CPU threads per process (None: speechprobe.threads decides on each rank)
         self._bound: Optional[BoundIntervention] = None  # bound once per process (its tensors cached per device)
 
     def on_predict_start(self) -> None:
-        # CPU processes share the cores: more torch threads than cores stall every op (measured 10x).
+        # CPU processes share the cores, and with other processes: a torch thread beyond the free cores stalls
+        # every op (speechprobe.threads: measured 2.6x with one other busy process on 2 cores)
         if self.device.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.trainer.world_size))
+            torch.set_num_threads(self.threads or cpu_threads(self.trainer.world_size)[0])
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if batch["errors"]:
@@ -315,7 +319,17 @@ def _predict(corpus: Corpus, encoder: SpeechEncoder, writer: StoreWriter, positi
     except (ValueError, RuntimeError, MisconfigurationException) as error:  # e.g. 16-mixed or GPUs on a CPU
         raise EncoderError(f"cannot run on --accelerator {accelerator} --devices {devices} "
                            f"--precision {precision}: {' '.join(str(error).split())}") from None
-    module = ExtractionModule(encoder, positions, pooling, window, intervention)
+    threads = None
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        try:
+            threads, why = cpu_threads(devices)
+        except ValueError as error:
+            raise EncoderError(str(error)) from None
+        share = max(1, available_cores() // devices)
+        if progress and threads < share:
+            print(f"speechprobe: extracting on {threads} thread{'s' if threads > 1 else ''} per process: {why} "
+                  f"(set {THREADS_ENV} to choose)", file=sys.stderr, flush=True)
+    module = ExtractionModule(encoder, positions, pooling, window, intervention, threads)
     data = ExtractionData(corpus, writer, lengths, batch_size, num_workers)
     sigint = signal.getsignal(signal.SIGINT)
     try:
