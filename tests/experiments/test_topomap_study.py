@@ -190,3 +190,30 @@ def test_a_bad_task_or_layer_is_one_line(topomap_run, tmp_path: Path):
         "speechprobe: error: topomap.layer: ge2e has no layer 'lstm9'; its layers: lstm1, lstm2, lstm3, embedding "
         "(or best, all)"], err
     assert not (tmp_path / "bad-layer" / "units").exists()   # no unit computed
+
+
+def test_a_sweep_with_gradnaps_paints_their_profiles(tiny_corpus: Path, tmp_path: Path, one_thread):
+    """With ``sweep.gradnap: true`` the map shows the run's GradNAP profiles of that layer (the gradnap unit's
+    own arrays, matched by layer), not activation profiles."""
+    import numpy as np
+
+    data = _data(tiny_corpus, tmp_path, {**SECTION, "tasks": ["gender"], "layer": "lstm2", "permutations": 99})
+    data["sweep"] = {"encoders": ["ge2e"], "tasks": ["gender"], "gradnap": True, "baselines": "none"}
+    code, _, err = _run(["run", str(_write(data, tmp_path / "gradnap.yaml")), "--quiet"])
+    assert code == 0, err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    (m,) = results["topomap"]["maps"]
+    assert m["profile_kind"] == "gradnap" and m["layer"] == "lstm2"
+    unit = json.loads((tmp_path / "run" / "units" / "gradnap" / "ge2e" / "gender" / "unit.json").read_text())
+    position = [entry["layer"] for entry in unit["layers"]].index("lstm2")
+    with np.load(tmp_path / "run" / "units" / "gradnap" / "ge2e" / "gender" / "profiles.npz") as stored:
+        profiles = stored[f"layer{position}"]
+        assert str(stored["layers"][position]) == "lstm2"
+    groups = unit["layers"][position]["groups"]
+    assert [g["group"] for g in m["groups"]] == groups and set(groups) == GROUPS["gender"]
+    assert [g["size"] for g in m["groups"]] == unit["layers"][position]["sizes"] and sum(unit["layers"][position]["sizes"]) == 40
+    for g, profile in zip(m["groups"], profiles):
+        np.testing.assert_allclose(g["profile"], profile, rtol=1e-6, atol=1e-9)
+    report = (tmp_path / "run" / "report.md").read_text().split("## Topographic neuron maps")[1]
+    assert "On GradNAP maps" in report and "activation maps" not in report
+    assert "its GradNAP profile: red where the neuron matters more" in report  # the figure's caption

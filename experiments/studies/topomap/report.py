@@ -101,10 +101,19 @@ def method_words(result: dict) -> str:
     maps = result.get("maps") or []
     splits = sorted({m["layout_summary"]["split_task"] for m in maps})
     n_tests = sum(2 + len(m.get("groups") or []) for m in maps)
+    kinds = {m.get("profile_kind") for m in maps}
+    colours = []
+    if "activation" in kinds or None in kinds:
+        colours.append("on activation maps, red: the group's utterances activate the neuron more than the average "
+                       "utterance, blue: less")
+    if "gradnap" in kinds:
+        colours.append("on GradNAP maps (the run's sweep computes GradNAPs), red: the neuron matters more to the "
+                       "probe's prediction for the group's utterances than on average (activation x gradient, "
+                       "in SD units), blue: less")
     return (f"How the maps are made: each layer's neurons are placed one per grid cell so that neighbours correlate "
             f"over the utterances (spectral embedding, one-to-one gridding, refinement), built from the first fold's "
-            f"training utterances of the {join_words(splits)} split and judged on its test utterances. Red: the "
-            f"group's utterances activate the neuron more than the average utterance, blue: less. Every p-value is "
+            f"training utterances of the {join_words(splits)} split and judged on its test utterances. "
+            f"{_first_upper('; '.join(colours))}. Every p-value is "
             f"one-sided against {result.get('permutations')} seeded permutations that condition on the layout "
             f"(salient neurons placed at random among its cells; values shuffled over its neurons), uncorrected for "
             f"the {n_tests} tests of this section (alpha {result.get('alpha')}). The layout puts correlated neurons "
@@ -141,13 +150,23 @@ def topomap_tables(result: dict) -> list[str]:
     return tables
 
 
+def _first_upper(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _profile_caption(entry: dict) -> str:
+    if entry.get("profile_kind") == "gradnap":
+        return "its GradNAP profile: red where the neuron matters more to the probe for the group than on average"
+    return "its profile on the map, red above the average utterance, blue below"
+
+
 def topomap_section(result: dict, figures: dict[str, Path], out: Path) -> str:
     alpha = result.get("alpha", 0.05)
     maps = result.get("maps") or []
     findings = [method_words(result)] + [entry_words(m, alpha) for m in maps]
     captions = {figure_name(m): (f"{m['encoder']} / {m['task']} at {m['layer']}: one panel per {m['task']} group "
-                                 "(its profile on the map, red above the average utterance, blue below), then the "
-                                 "probe's weight magnitude; the salient neurons are outlined")
+                                 f"({_profile_caption(m)}), then the probe's weight magnitude; the salient neurons "
+                                 "are outlined")
                 for m in maps}
     return section_md("## Topographic neuron maps", findings, topomap_tables(result), captions, figures, out)
 
