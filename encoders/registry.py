@@ -63,11 +63,11 @@ FIXED: dict[str, EncoderEntry] = {
 }
 HF_PREFIX, RANDOM_PREFIX = "hf:", "random:"
 # Random-weights twins of the fixed encoders (the baseline for GE2E's LSTM and CREPE's CNN). `mfcc` has
-# none (no weights to randomise): `random_twin` gives None, and sweeps read it without a twin. Nor, so far,
-# does crepe-full.
+# none (no weights to randomise): `random_twin` gives None, and sweeps read it without a twin.
 RANDOM_FIXED: dict[str, tuple[str, Callable[..., SpeechEncoder]]] = {
     "ge2e": ("LSTM", _lazy("speechprobe.encoders.ge2e", "ge2e", pretrained=False)),
     "crepe-tiny": ("CNN", _lazy("speechprobe.encoders.crepe", "crepe", "tiny", pretrained=False)),
+    "crepe-full": ("CNN", _lazy("speechprobe.encoders.crepe", "crepe", "full", pretrained=False)),
     "whisper-tiny.en": ("Transformer", _lazy("speechprobe.encoders.whisper", "whisper_tiny_en", pretrained=False)),
     "whisper-tiny.en-fast": ("Transformer", _lazy("speechprobe.encoders.whisper", "whisper_tiny_en", fast=True, pretrained=False)),
 }

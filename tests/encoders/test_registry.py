@@ -19,6 +19,13 @@ def test_random_twins_are_seeded_and_differ_from_the_pretrained_weights() -> Non
     first, again, other = (create_encoder(n).weights_hash() for n in ("random:ge2e", "random:ge2e@0", "random:ge2e@1"))
     assert first == again != other and pretrained not in (first, other)
     assert create_encoder("random:crepe-tiny@2").name == "random:crepe-tiny@2"
+    from speechprobe.encoders.checkpoints import weight_changes
+    from speechprobe.encoders.registry import random_twin
+
+    assert random_twin("crepe-full") == "random:crepe-full" and random_twin("mfcc") is None
+    full, twin = create_encoder("crepe-full"), create_encoder("random:crepe-full")
+    rows = [row for row in weight_changes(full, twin) if row.relative is not None]  # same architecture, other weights
+    assert len(rows) == 7 and all(0.5 < row.relative < 2.0 for row in rows)  # measured 0.997-1.001
     assert create_encoder("random:wav2vec2-tiny@3").weights_hash() == create_encoder("random:wav2vec2-tiny@3").weights_hash()
 
 
