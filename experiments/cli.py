@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         "extract", help="run a frozen encoder over a corpus once and store every layer's pooled vectors",
         description="Extract utterance-level representations of every layer (one forward pass per batch) into "
                     "a representation store. Reuses a complete store with the same settings, resumes an "
-                    "interrupted one, and refuses to overwrite a different one.")
+                    "interrupted one, and refuses to overwrite a different one. On the CPU it takes the cores "
+                    "other processes leave free; SPEECHPROBE_THREADS=N fixes the torch threads per process.")
     extract.add_argument("--corpus", required=True, metavar="SOURCE")
     extract.add_argument("--encoder", required=True, help="a name from `speechprobe encoders`, hf:PATH or random:ARCH")
     extract.add_argument("--out", required=True, metavar="STORE")
