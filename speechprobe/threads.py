@@ -4,7 +4,8 @@ torch's CPU thread pool spin-waits for its slowest thread, so every thread it st
 stalls all the others. Measured on 2 cores, GE2E extracting 64 utterances: idle, 2 threads 2.4 s and 1 thread
 3.8 s; with one other busy process, 2 threads 10.7 s and 1 thread 4.1 s (2.6x); with two, 10-26 s against
 7 s. So a process takes its share of the cores (`cores // processes`), but no more than the cores nobody else
-is running on at the moment it starts.
+is running on at the moment it starts. The cores are the affinity mask's, capped by a container's CPU quota
+(cgroup v2 or v1), which the affinity mask does not show.
 
 "Running" is the kernel's count of runnable threads (`/proc/loadavg`, field 4), minus this process's own
 (`/proc/self/task/*/stat`), the median of a few reads 10 ms apart: unlike the load average it does not lag a
@@ -19,18 +20,42 @@ import time
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["ENV", "available_cores", "cpu_threads", "others_running"]
+__all__ = ["ENV", "available_cores", "cgroup_cores", "cpu_threads", "others_running"]
 
 ENV = "SPEECHPROBE_THREADS"
 _READS, _PAUSE = 5, 0.01
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, e.g. a container's or taskset's), else cpu_count."""
+def cgroup_cores(root: Path = Path("/sys/fs/cgroup")) -> Optional[int]:
+    """The CPU quota of this container in cores, rounded up (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`), or None
+    where there is none: a container limited to 2 cores by quota still shows every host core in its affinity."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+            if quota == "max":
+                return None
+        elif (root / "cpu" / "cpu.cfs_quota_us").is_file():
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        else:
+            return None
+        quota_us, period_us = int(quota), int(period)
+    except (OSError, ValueError):
+        return None
+    if quota_us <= 0 or period_us <= 0:  # v1 writes -1 for no quota
+        return None
+    return max(1, -(-quota_us // period_us))
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its affinity mask (taskset, cpusets), capped by a container's CPU quota;
+    else cpu_count."""
+    try:
+        cores = len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cores()
+    return min(cores, quota) if quota else cores
 
 
 def _own_running() -> int:

@@ -2,6 +2,7 @@
 every op: 2.6x slower extraction with one busy neighbour on 2 cores)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import torch
 from speechprobe.encoders.base import EncoderError
 from speechprobe.encoders.extraction import ExtractionModule, extract
 from speechprobe.tasks.corpus import load_corpus
-from speechprobe.threads import ENV, available_cores, cpu_threads, others_running
+from speechprobe.threads import ENV, available_cores, cgroup_cores, cpu_threads, others_running
 from tests.encoders.toy import ToyEncoder
 
 HAS_PROC = Path("/proc/loadavg").is_file() and Path("/proc/self/task").is_dir()
@@ -35,6 +36,26 @@ def busy_neighbours(count: int) -> Iterator[None]:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
+
+
+def test_a_containers_cpu_quota_caps_the_cores(tmp_path: Path) -> None:
+    """cgroup v2 and v1 quotas in cores, rounded up; no quota, or unreadable files, is None."""
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cores(v2) == 2
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cores(v2) is None
+    (v2 / "cpu.max").write_text("garbage\n")
+    assert cgroup_cores(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cores(v1) == 4
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cores(v1) is None and cgroup_cores(tmp_path / "none") is None
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)
 
 
 def test_the_variable_fixes_the_count_and_a_bad_value_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
