@@ -28,6 +28,7 @@ from speechprobe.tasks.espeak import SAMPLE_RATE as ESPEAK_RATE
 from speechprobe.tasks.espeak import Espeak, private_data_dir
 from speechprobe.tasks.texts import sentences
 from speechprobe.tasks.voices import DIALECTS, GENDERS, Voice, sample_voice
+from speechprobe.threads import available_cores
 
 GENERATOR_VERSION = 1
 MANIFEST = "corpus.json"
@@ -201,7 +202,7 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), *, jobs
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        rows = _render_all(plans, tmp, jobs or os.cpu_count() or 1, progress)
+        rows = _render_all(plans, tmp, jobs or available_cores(), progress)
         metadata = pd.DataFrame(rows).sort_values("utt_id", kind="stable").reset_index(drop=True)
         metadata.to_csv(tmp / METADATA, index=False)
         pd.DataFrame([p.voice.as_row() for p in plans]).to_csv(tmp / SPEAKERS, index=False)
