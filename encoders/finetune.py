@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -37,6 +36,7 @@ from torch import Tensor
 
 from speechprobe.encoders.errors import EncoderError
 from speechprobe.encoders.whisper_conversion import MODEL_NAME
+from speechprobe.io import write_directory
 
 if TYPE_CHECKING:
     from transformers import WhisperForConditionalGeneration
@@ -55,7 +55,8 @@ _SOT, _NO_TIMESTAMPS, _EOT = "<|startoftranscript|>", "<|notimestamps|>", "<|end
 # Output folder
 
 
-def _check_out(out: Union[str, os.PathLike]) -> Path:
+def check_out(out: Union[str, os.PathLike]) -> Path:
+    """The model folder: new, or an empty folder (a trained model is never written over another)."""
     path = Path(out).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -66,24 +67,9 @@ def _check_out(out: Union[str, os.PathLike]) -> Path:
     return path
 
 
-def _write_atomically(out: Path, write: Callable[[Path], None]) -> Path:
-    """`write(tmp)` into a temporary sibling of `out`, then rename it to `out` (an empty `out` is replaced)."""
-    out = _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir()
-        write(tmp)
-        _check_out(out)  # someone may have filled it meanwhile
-        if out.exists():
-            out.rmdir()  # empty (checked): rename onto a directory is not portable
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+def _write_model(out: Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` into a temporary sibling of `out`, renamed to `out` (new or empty) only when complete."""
+    return write_directory(check_out(out), write)
 
 
 def _save(model: WhisperForConditionalGeneration, folder: Path, record: Optional[dict[str, Any]] = None) -> None:
@@ -103,10 +89,9 @@ def _shipped_model() -> WhisperForConditionalGeneration:
 
 def export_whisper(out: Union[str, os.PathLike]) -> Path:
     """The shipped tiny.en, untrained, as an `hf:` folder (the reference A of a comparison)."""
-    _check_out(out)
+    check_out(out)
     model = _shipped_model()
-    return _write_atomically(Path(out).expanduser(),
-                             lambda folder: _save(model, folder, {"base": MODEL_NAME, "steps": 0}))
+    return _write_model(Path(out).expanduser(), lambda folder: _save(model, folder, {"base": MODEL_NAME, "steps": 0}))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,7 +234,7 @@ def finetune_whisper(corpus: Union[Corpus, str, os.PathLike], out: Union[str, os
     or an existing non-empty `out`, before any training.
     """
     _check_settings(steps, lr, batch_size)
-    out = _check_out(out)
+    out = check_out(out)
     corpus = _load_corpus(corpus)
     rows = _check_rows(corpus, rows)
     model = _shipped_model()
@@ -281,4 +266,4 @@ def finetune_whisper(corpus: Union[Corpus, str, os.PathLike], out: Union[str, os
     model.eval().requires_grad_(False)
     record = {"base": MODEL_NAME, "steps": int(steps), "lr": float(lr), "batch_size": int(batch_size),
               "seed": int(seed), "rows": len(rows), "losses": losses}
-    return _write_atomically(out, lambda folder: _save(model, folder, record))
+    return _write_model(out, lambda folder: _save(model, folder, record))

