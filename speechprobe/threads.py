@@ -97,12 +97,8 @@ def cpu_threads(processes: int = 1) -> tuple[int, str]:
         return threads, f"{ENV}={threads}"
     cores = available_cores()
     share = max(1, cores // max(1, processes))
-    if share == 1:
-        return 1, f"{cores} core{'s' if cores > 1 else ''} for {processes} process{'es' if processes > 1 else ''}"
-    others = others_running()
-    if others is None:
-        return share, f"{cores} cores for {processes} process{'es' if processes > 1 else ''}"
-    threads = max(1, min(share, cores - others))
-    if threads < share:
-        return threads, f"other processes keep {min(others, cores)} of {cores} cores busy"
-    return threads, f"{cores} cores for {processes} process{'es' if processes > 1 else ''}"
+    fair = f"{cores} core{'s' if cores > 1 else ''} for {processes} process{'es' if processes > 1 else ''}"
+    others = None if share == 1 else others_running()  # one thread each: nothing to take back, no need to look
+    if others is None or cores - others >= share:
+        return share, fair
+    return max(1, cores - others), f"other processes keep {min(others, cores)} of {cores} cores busy"
